@@ -1,0 +1,138 @@
+"""The configuration schema shared by every experiment, and its validation.
+
+Files in ``configs/`` start from :func:`base_config` (the official defaults, spec §0/§4.2/§5.4) and change only what
+their experiment changes. Field names follow the official yaml keys in lower case (``DATA.SEARCH.FACTOR`` →
+``config.data.search.factor``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+BACKBONES = {
+    # name: (embed_dim, depth, num_heads) of the official ViTs (spec §1.1).
+    "vit_base": (768, 12, 12),
+    "vit_large": (1024, 24, 16),
+}
+TGT_TYPES = ("allmax", "allavg", "roimax", "roiavg")
+HEAD_TYPES = ("CENTER",)
+ATTENTION_IMPLS = ("masked",)
+DTYPES = ("float32", "bfloat16")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The official ``vitb_256_ep300`` recipe; every experiment config starts here."""
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "vit_base"
+    c.model.embed_dim = 768
+    c.model.depth = 12
+    c.model.num_heads = 12
+    c.model.mlp_ratio = 4.0
+    c.model.qkv_bias = True
+    c.model.patch_size = 16  # MODEL.BACKBONE.STRIDE
+    c.model.pos_embed_grid = 14  # the ViT is built for 224 px: a 14x14 pos_embed table (+1 cls row)
+    c.model.drop_path_rate = 0.1
+    c.model.tgt_type = "allmax"
+    c.model.divide_hidden = (384, 192)
+    c.model.head_type = "CENTER"
+    c.model.head_channels = 256  # MODEL.HEAD.NUM_CHANNELS
+    c.model.template_size = 128
+    c.model.search_size = 256
+    c.model.attention = "masked"  # the official masked softmax (spec §1.7)
+    c.model.dtype = "float32"
+    c.model.pretrain_file = "mae_pretrain_vit_base.pth"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.datasets = ("LASOT", "GOT10K_vot_train", "COCO17", "TRACKINGNET")
+    c.data.ratios = (1.0, 1.0, 1.0, 1.0)
+    c.data.sample_per_epoch = 60000
+    c.data.sampler_mode = "causal"
+    c.data.max_sample_interval = 200
+    c.data.mean = IMAGENET_MEAN
+    c.data.std = IMAGENET_STD
+    c.data.num_workers = 16
+    c.data.template = ml_collections.ConfigDict(
+        dict(factor=2.0, size=c.model.get_ref("template_size"), center_jitter=0.0, scale_jitter=0.0))
+    c.data.search = ml_collections.ConfigDict(
+        dict(factor=4.0, size=c.model.get_ref("search_size"), center_jitter=3.0, scale_jitter=0.25))
+
+    c.train = ml_collections.ConfigDict()
+    c.train.optimizer = "adamw"
+    c.train.lr = 4e-4
+    c.train.backbone_multiplier = 0.1
+    c.train.weight_decay = 1e-4
+    c.train.epochs = 300
+    c.train.lr_drop_epoch = 240
+    c.train.scheduler = "step"
+    c.train.batch_size = 40  # per device, as the official BATCH_SIZE is per GPU
+    c.train.grad_clip_norm = 0.1
+    c.train.giou_weight = 2.0
+    c.train.l1_weight = 5.0
+    c.train.focal_weight = 1.0
+    c.train.seed = 42
+
+    c.test = ml_collections.ConfigDict()
+    c.test.template_factor = 2.0
+    c.test.template_size = c.model.get_ref("template_size")
+    c.test.search_factor = 4.0
+    c.test.search_size = c.model.get_ref("search_size")
+    c.test.epoch = 300
+    # TEST.HYPER: the division threshold per dataset (spec §5.4); keys are `--dataset` names upper-cased.
+    c.test.hyper = ml_collections.ConfigDict(
+        dict(DEFAULT=0.0, LASOT=0.4, NFS=0.60, UAV=0.55, AVIST=0.4, TRACKINGNET=0.0, GOT10K_TEST=0.0))
+    c.lock()  # a misspelt key is an error, not a silently added field
+    return c
+
+
+def test_threshold(config: ml_collections.ConfigDict, dataset: str) -> float:
+    """τ = TEST.HYPER[dataset.upper()] if present, else TEST.HYPER.DEFAULT (spec §5.4)."""
+    hyper = config.test.hyper
+    key = dataset.upper()
+    return float(hyper[key]) if key in hyper else float(hyper.DEFAULT)
+
+
+def _check_choice(value, choices, key):
+    if value not in choices:
+        raise ValueError(f"config.{key} = {value!r} is not one of {list(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise ``ValueError`` naming the first offending key if ``config`` cannot describe a GRM."""
+    m = config.model
+    if m.backbone not in BACKBONES and m.backbone != "custom":
+        raise ValueError(f"config.model.backbone = {m.backbone!r} is not one of {list(BACKBONES) + ['custom']}")
+    _check_choice(m.tgt_type, TGT_TYPES, "model.tgt_type")
+    if m.head_type != "CENTER":
+        raise ValueError(f"config.model.head_type = {m.head_type!r}: only 'CENTER' works in the official code "
+                         "(CORNER has no predictor, MLP cannot run; spec §2.3)")
+    _check_choice(m.attention, ATTENTION_IMPLS, "model.attention")
+    _check_choice(m.dtype, DTYPES, "model.dtype")
+    for key in ("embed_dim", "depth", "num_heads", "patch_size", "head_channels", "template_size", "search_size",
+                "pos_embed_grid"):
+        value = m[key]
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.model.{key} = {value!r} must be a positive integer")
+    if m.depth < 2:
+        raise ValueError(f"config.model.depth = {m.depth} must be >= 2 (block 0 is plain, the rest divide)")
+    if m.embed_dim % m.num_heads:
+        raise ValueError(f"config.model.embed_dim = {m.embed_dim} is not divisible by "
+                         f"config.model.num_heads = {m.num_heads}")
+    for key in ("template_size", "search_size"):
+        if m[key] % m.patch_size:
+            raise ValueError(f"config.model.{key} = {m[key]} is not a multiple of "
+                             f"config.model.patch_size = {m.patch_size}")
+    if m.head_channels % 8:
+        raise ValueError(f"config.model.head_channels = {m.head_channels} must be divisible by 8 "
+                         "(the head halves it three times)")
+    if not 0.0 <= m.drop_path_rate < 1.0:
+        raise ValueError(f"config.model.drop_path_rate = {m.drop_path_rate} must be in [0, 1)")
+    if len(tuple(m.divide_hidden)) != 2:
+        raise ValueError(f"config.model.divide_hidden = {m.divide_hidden!r} must hold two widths")
+    if "test" in config:
+        for name, value in config.test.hyper.items():
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"config.test.hyper.{name} = {value} must be in [0, 1)")

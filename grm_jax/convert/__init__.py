@@ -1,0 +1,1 @@
+"""Moving weights between the official PyTorch GRM and grm_jax (Flax) variables."""

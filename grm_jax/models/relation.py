@@ -1,0 +1,204 @@
+"""Generalized relation modeling (spec §1.4–1.8): which search tokens may talk to the template.
+
+In every block but the first, a small MLP looks at each search token next to a summary of the template and
+classifies it as *search-only* (class 0) or *interacting with the template* (class 1). The three token categories
+(template T, search-only S, interacting A) define an attention mask: T sees T∪A, S sees S∪A, A sees everything.
+The official masked softmax keeps a tiny ε/N weight on masked keys; it is reproduced here bit for bit in form.
+
+Pure functions plus the one linen module that owns the weights (:class:`Attention`, named as the official
+``blocks.{i}.attn``: ``qkv``, ``proj`` and ``divide_predict_{0,2,4}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from grm_jax.config import TGT_TYPES
+
+EPS = 1e-6  # the masked softmax's ε (spec §1.7)
+# Policy columns (spec §1.6).
+TEMPLATE, SEARCH_ONLY, INTERACT = 0, 1, 2
+
+Array = Any
+
+
+def dense_init():
+    """timm's ``trunc_normal_(std=0.02)`` truncates at ±2 absolute, i.e. ~100σ: effectively N(0, 0.02²)."""
+    return nn.initializers.normal(stddev=0.02)
+
+
+def gelu(x):
+    """GELU, exact erf form (PyTorch ``nn.GELU()``; Flax's default is the tanh approximation)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def template_box_mask(box_xywh: Array, grid: int) -> Array:
+    """Template box mask m (B, grid²) for the roi* target representations (spec §1.4).
+
+    b = box · grid; rows max(int(y1),0) .. min(int(y1+h+1),grid)−1 and columns likewise are 1; int truncates
+    toward zero; flattened row-major.
+    """
+    b = jnp.asarray(box_xywh, jnp.float32) * grid
+    x1, y1, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    r0 = jnp.maximum(jnp.trunc(y1), 0)[..., None]
+    r1 = jnp.minimum(jnp.trunc(y1 + h + 1), grid)[..., None]
+    c0 = jnp.maximum(jnp.trunc(x1), 0)[..., None]
+    c1 = jnp.minimum(jnp.trunc(x1 + w + 1), grid)[..., None]
+    idx = jnp.arange(grid, dtype=jnp.float32)
+    rows = (idx >= r0) & (idx < r1)
+    cols = (idx >= c0) & (idx < c1)
+    mask = rows[..., :, None] & cols[..., None, :]
+    return mask.reshape(mask.shape[:-2] + (grid * grid,)).astype(jnp.float32)
+
+
+def target_representation(u_z: Array, tgt_type: str, template_mask: Array | None = None) -> Array:
+    """Summary t (B,1,D) of the template tokens u_z (B,Nz,D) (spec §1.4).
+
+    allmax: max over tokens; allavg: mean; roimax: max over u_z·m (masked-out tokens become 0 and still compete);
+    roiavg: mean over all Nz entries of u_z·m (divides by Nz, not by the mask count).
+    """
+    if tgt_type == "allmax":
+        return jnp.max(u_z, axis=1, keepdims=True)
+    if tgt_type == "allavg":
+        return jnp.mean(u_z, axis=1, keepdims=True)
+    if tgt_type in ("roimax", "roiavg"):
+        if template_mask is None:
+            raise ValueError(f"tgt_type {tgt_type!r} needs template_mask (B, {u_z.shape[1]})")
+        masked = u_z * template_mask[..., None].astype(u_z.dtype)
+        if tgt_type == "roimax":
+            return jnp.max(masked, axis=1, keepdims=True)
+        return jnp.mean(masked, axis=1, keepdims=True)
+    raise ValueError(f"tgt_type = {tgt_type!r} is not one of {list(TGT_TYPES)}")
+
+
+def gumbel_hard(logp: Array, noise: Array) -> Array:
+    """Hard Gumbel-softmax with straight-through gradient, τ = 1 (spec §1.5).
+
+    y_soft = softmax(ℓ + g); y_hard = one_hot(argmax y_soft); d = y_hard − stop_grad(y_soft) + y_soft.
+    Forward values are 0/1 up to rounding; the gradient is that of y_soft.
+    """
+    y_soft = jax.nn.softmax(logp + noise, axis=-1)
+    y_hard = jax.nn.one_hot(jnp.argmax(y_soft, axis=-1), logp.shape[-1], dtype=y_soft.dtype)
+    return y_hard - jax.lax.stop_gradient(y_soft) + y_soft
+
+
+def select_tokens(logp: Array, threshold: Array, ratio: Array = 0.0) -> Array:
+    """Inference-time division (spec §1.5): one-hot (B,Ns,2), class 1 = interacts with the template.
+
+    threshold == 0: argmax (class 1 iff ℓ1 > ℓ0). threshold > 0: class 1 iff p0 = exp(ℓ0) < threshold.
+    ratio > 0: additionally the K = int(Ns·ratio) tokens with the largest ℓ1 are class 1.
+    ``threshold`` and ``ratio`` may be traced arrays: one compiled program serves every value.
+    """
+    threshold = jnp.asarray(threshold, jnp.float32)
+    by_argmax = logp[..., 1] > logp[..., 0]
+    by_threshold = jnp.exp(logp[..., 0]) < threshold
+    interact = jnp.where(threshold > 0, by_threshold, by_argmax)
+    num_search = logp.shape[-2]
+    k = jnp.floor(num_search * jnp.asarray(ratio, jnp.float32))
+    rank = jnp.argsort(jnp.argsort(-logp[..., 1], axis=-1), axis=-1)  # 0 = largest ℓ1
+    interact = interact | (rank < k)
+    return jax.nn.one_hot(interact.astype(jnp.int32), 2, dtype=logp.dtype)
+
+
+def token_policy(decision: Array, num_template: int) -> Array:
+    """Policy P (B,N,3): template rows [1,0,0], search rows [0, d0, d1] (spec §1.6)."""
+    batch = decision.shape[0]
+    template = jnp.zeros((batch, num_template, 3), decision.dtype).at[..., TEMPLATE].set(1)
+    search = jnp.concatenate([jnp.zeros(decision.shape[:-1] + (1,), decision.dtype), decision], axis=-1)
+    return jnp.concatenate([template, search], axis=1)
+
+
+def attention_mask(policy: Array) -> Array:
+    """Permission matrix M (B,1,N,N) from the policy, shared by all heads (spec §1.6).
+
+    M_ij = P0_i·P0_j + P1_i·P1_j + (P0_i·P2_j + P1_i·P2_j + P2_i·P2_j + P2_i·P0_j + P2_i·P1_j), then the diagonal
+    is forced: M ← M + (1 − M)·I. Differentiable in P (the only path of gradient into the division MLP).
+    """
+    p0, p1, p2 = (policy[:, None, :, c] for c in range(3))
+
+    def outer(a, b):
+        return a[..., :, None] * b[..., None, :]
+
+    group1 = outer(p0, p0)
+    group2 = outer(p1, p1)
+    group3 = outer(p0, p2) + outer(p1, p2) + outer(p2, p2) + outer(p2, p0) + outer(p2, p1)
+    mask = group1 + group2 + group3
+    eye = jnp.eye(policy.shape[1], dtype=mask.dtype)
+    return mask + (1.0 - mask) * eye
+
+
+def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
+    """The official masked softmax (spec §1.7), over the last axis.
+
+    m_i = max_j a_ij (masked keys included); e_ij = exp(a_ij − m_i)·M_ij in float32;
+    w_ij = (e_ij + ε/N) / (Σ_j e_ij + ε), N = number of keys.
+    """
+    dtype = logits.dtype
+    n = logits.shape[-1]
+    e = jnp.exp((logits - jnp.max(logits, axis=-1, keepdims=True)).astype(jnp.float32)) * mask.astype(jnp.float32)
+    w = (e + eps / n) / (jnp.sum(e, axis=-1, keepdims=True) + eps)
+    return w.astype(dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention of one block, with the division module when ``divide`` (blocks 1..L−1).
+
+    Returns ``(out, aux)``; ``aux`` is None for a plain block, else a dict with ``logp`` (B,Ns,2) and
+    ``decision`` (B,Ns,2), the one-hot choice (straight-through in training).
+    """
+
+    dim: int
+    num_heads: int
+    qkv_bias: bool = True
+    divide: bool = False
+    num_template: int = 64
+    tgt_type: str = "allmax"
+    divide_hidden: tuple[int, int] = (384, 192)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _dense(self, features, name, use_bias=True):
+        return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init(), dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=name)
+
+    def divide_predict(self, u: Array, template_mask: Array | None) -> Array:
+        """ℓ (B,Ns,2) = LogSoftmax(Linear(GELU(Linear(GELU(Linear([u_x, t])))))) per search token (spec §1.4)."""
+        u_z, u_x = u[:, :self.num_template], u[:, self.num_template:]
+        t = target_representation(u_z, self.tgt_type, template_mask)
+        h = jnp.concatenate([u_x, jnp.broadcast_to(t, u_x.shape)], axis=-1)
+        h = gelu(self._dense(self.divide_hidden[0], "divide_predict_0")(h))
+        h = gelu(self._dense(self.divide_hidden[1], "divide_predict_2")(h))
+        h = self._dense(2, "divide_predict_4")(h)
+        return jax.nn.log_softmax(h.astype(jnp.float32), axis=-1)
+
+    @nn.compact
+    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
+        batch, n, dim = x.shape
+        head_dim = dim // self.num_heads
+        qkv = self._dense(3 * dim, "qkv", use_bias=self.qkv_bias)(x)
+        # Output rows are q ‖ k ‖ v, each split into heads of head_dim consecutive rows (spec §7).
+        qkv = qkv.reshape(batch, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) * head_dim ** -0.5
+
+        aux = None
+        if self.divide:
+            logp = self.divide_predict(x, template_mask)
+            if train:
+                if gumbel_noise is None:
+                    gumbel_noise = jax.random.gumbel(self.make_rng("gumbel"), logp.shape, logp.dtype)
+                decision = gumbel_hard(logp, gumbel_noise)
+            else:
+                decision = select_tokens(logp, threshold, ratio)
+            mask = attention_mask(token_policy(decision, self.num_template))
+            weights = masked_softmax(logits, mask)
+            aux = dict(logp=logp, decision=decision)
+        else:
+            weights = jax.nn.softmax(logits, axis=-1)
+
+        out = jnp.einsum("bhqk,bhkd->bqhd", weights, v).reshape(batch, n, dim)
+        return self._dense(dim, "proj")(out), aux

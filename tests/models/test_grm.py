@@ -1,0 +1,168 @@
+"""GRM forward, train pass and gradients against the official PyTorch numbers (``fixtures/official/grm_tiny``)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from conftest import load_config, tiny_inputs
+from grm_jax import losses
+from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
+from grm_jax.models import build_model, relation, to_official_layout
+
+EVAL_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
+# float32 rounding through 4 blocks and the head: observed ≤ 7e-6 abs; the spec allows 1e-5 abs.
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("tag,threshold", [("t0", 0.0), ("t0p4", 0.4)])
+def test_eval_matches_official(tiny_model_and_variables, tiny_outputs, tag, threshold):
+    model, variables = tiny_model_and_variables
+    z, x, mask = tiny_inputs(tiny_outputs)
+    out = to_official_layout(model.apply(variables, z, x, mask, threshold=threshold))
+    for key in EVAL_KEYS:
+        ref = tiny_outputs[f"eval_{tag}_{key}"]
+        assert out[key].shape == ref.shape, key
+        np.testing.assert_allclose(np.asarray(out[key]), ref, rtol=0, atol=ATOL, err_msg=key)
+    # Decisions are discrete; the reference margin is ≥ 4e-3 in log-prob, far above float32 noise: exact.
+    np.testing.assert_array_equal(np.asarray(out["decisions"]), tiny_outputs[f"eval_{tag}_decisions"])
+
+
+def test_threshold_changes_decisions(tiny_model_and_variables, tiny_outputs):
+    """The two thresholds of the fixture really select different token sets (so the tests above can fail)."""
+    assert not np.array_equal(tiny_outputs["eval_t0_decisions"], tiny_outputs["eval_t0p4_decisions"])
+
+
+def _train_pass(model, variables, outputs):
+    z, x, mask = tiny_inputs(outputs)
+    noise = jnp.asarray(outputs["train_gumbel_noise"])
+
+    def loss_fn(params):
+        out, new_state = model.apply({**variables, "params": params}, z, x, mask, train=True, gumbel_noise=noise,
+                                     mutable=["batch_stats"])
+        total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], jnp.asarray(outputs["search_box"]),
+                                        search_size=model.search_size)
+        return total, (out, new_state, status)
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+
+
+@pytest.fixture(scope="module")
+def train_result(tiny_model_and_variables, tiny_outputs):
+    model, variables = tiny_model_and_variables
+    return _train_pass(model, variables, tiny_outputs)
+
+
+def test_train_outputs_match_official(train_result, tiny_outputs):
+    (_, (out, _, _)), _ = train_result
+    out = to_official_layout(out)
+    # Gumbel decisions with the reference noise: exact (one-hot up to the straight-through rounding).
+    np.testing.assert_array_equal(np.asarray(out["decisions"]), tiny_outputs["train_decisions_onehot"].argmax(-1))
+    # Ratios are means of 0/1 values over 64 tokens: exact up to the ±1 ulp of the straight-through sum.
+    np.testing.assert_allclose(np.asarray(out["interaction_ratio"]), tiny_outputs["train_decision_ratios"],
+                               rtol=0, atol=1e-6)
+    for key in EVAL_KEYS:
+        np.testing.assert_allclose(np.asarray(out[key]), tiny_outputs[f"train_{key}"], rtol=0, atol=ATOL,
+                                   err_msg=key)
+
+
+def test_train_losses_match_official(train_result, tiny_outputs):
+    (total, (_, _, status)), _ = train_result
+    # Loss terms: float32 sums over a few hundred cells; spec tolerance 1e-5 relative.
+    np.testing.assert_allclose(float(total), tiny_outputs["train_loss_total"], rtol=1e-5)
+    for key in ("total", "giou", "l1", "loc"):
+        np.testing.assert_allclose(float(status[f"Ls/{key}"]), tiny_outputs[f"train_status_Ls_{key}"], rtol=1e-5,
+                                   err_msg=key)
+    np.testing.assert_allclose(float(status["IoU"]), tiny_outputs["train_status_IoU"], rtol=1e-5)
+
+
+def test_batchnorm_running_stats_match_official(train_result, tiny_outputs):
+    (_, (_, new_state, _)), _ = train_result
+    stats = new_state["batch_stats"]["box_head"]["conv1_ctr_1"]
+    # Running mean/var after one momentum-0.1 update with PyTorch's unbiased variance: float32 rounding, 1e-5.
+    np.testing.assert_allclose(stats["mean"], tiny_outputs["train_bn_conv1_ctr_running_mean_after"], atol=1e-5)
+    np.testing.assert_allclose(stats["var"], tiny_outputs["train_bn_conv1_ctr_running_var_after"], atol=1e-5)
+    assert int(stats["num_batches_tracked"]) == 1
+
+
+def test_gradients_match_official(train_result, tiny_outputs):
+    _, grads = train_result
+    flat = {flax_path_to_torch("params", path): leaf for path, leaf in traverse_util.flatten_dict(grads).items()}
+    keys = [k[len("grad_"):] for k in tiny_outputs if k.startswith("grad_")]
+    assert len(keys) == 11
+    for key in keys:
+        ref = tiny_outputs[f"grad_{key}"]
+        ours = np.asarray(flat[key])
+        ref_flax = torch_to_flax_array(key, ref)
+        # Relative error of the whole tensor (‖ours − ref‖ / ‖ref‖): gradients pass through the straight-through
+        # mask and 4 blocks; the spec allows 1e-4.
+        rel = np.linalg.norm(ours - ref_flax) / np.linalg.norm(ref_flax)
+        assert rel <= 1e-4, (key, rel)
+
+
+def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tiny_outputs, monkeypatch):
+    """Non-zero gradient reaches divide_predict; cutting the mask's gradient makes it exactly zero."""
+    model, variables = tiny_model_and_variables
+
+    def divide_grad_norm():
+        _, grads = _train_pass(model, variables, tiny_outputs)
+        leaves = [leaf for path, leaf in traverse_util.flatten_dict(grads).items() if path[-2].startswith("divide_predict")]
+        assert len(leaves) == 3 * 2 * (model.depth - 1)
+        return float(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+
+    assert divide_grad_norm() > 0
+    original = relation.attention_mask
+    monkeypatch.setattr(relation, "attention_mask", lambda policy: jax.lax.stop_gradient(original(policy)))
+    assert divide_grad_norm() == 0.0
+
+
+def test_threshold_does_not_recompile(tiny_model_and_variables, tiny_outputs):
+    model, variables = tiny_model_and_variables
+    z, x, mask = tiny_inputs(tiny_outputs)
+    traces = []
+
+    @jax.jit
+    def forward(threshold):
+        traces.append(1)
+        return model.apply(variables, z, x, mask, threshold=threshold)["decisions"]
+
+    results = [np.asarray(forward(jnp.float32(t))) for t in (0.0, 0.4, 0.55, 0.6)]
+    assert len(traces) == 1
+    # Different thresholds gave different decisions through the same program.
+    assert not np.array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0].argmax(-1), tiny_outputs["eval_t0_decisions"])
+    np.testing.assert_array_equal(results[1].argmax(-1), tiny_outputs["eval_t0p4_decisions"])
+
+
+def test_wrong_input_shape_names_the_input(tiny_model_and_variables, tiny_outputs):
+    model, variables = tiny_model_and_variables
+    z, x, mask = tiny_inputs(tiny_outputs)
+    with pytest.raises(ValueError, match="'search' has shape \\(2, 3, 128, 128\\)"):
+        model.apply(variables, z, jnp.transpose(x, (0, 3, 1, 2)), mask)
+    with pytest.raises(ValueError, match="'template'"):
+        model.apply(variables, x, x, mask)
+    with pytest.raises(ValueError, match="'gumbel_noise'"):
+        model.apply(variables, z, x, mask, train=True, gumbel_noise=jnp.zeros((2, 2, 64, 2)),
+                    mutable=["batch_stats"])
+
+
+def test_train_mode_draws_gumbel_and_droppath_from_named_streams(tiny_outputs):
+    config = load_config("grm_tiny")
+    model = build_model(config)
+    z, x, mask = tiny_inputs(tiny_outputs)
+    variables = model.init(jax.random.PRNGKey(0), z, x, mask)
+
+    def run(seed):
+        rngs = {"gumbel": jax.random.PRNGKey(seed), "droppath": jax.random.PRNGKey(seed + 100)}
+        out, _ = model.apply(variables, z, x, mask, train=True, rngs=rngs, mutable=["batch_stats"])
+        return out
+
+    a, b, c = run(0), run(0), run(1)
+    np.testing.assert_array_equal(a["score_map"], b["score_map"])  # same keys → same pass
+    assert not np.array_equal(a["decisions"], c["decisions"])  # other keys → other Gumbel sample
+    with pytest.raises(Exception, match="gumbel"):
+        model.apply(variables, z, x, mask, train=True, rngs={"droppath": jax.random.PRNGKey(0)},
+                    mutable=["batch_stats"])

@@ -1,0 +1,131 @@
+"""Pure functions of the generalized relation module (spec §1.4–1.7)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_inputs
+from grm_jax.models import relation
+
+
+def _policy(decision_classes, num_template):
+    """Policy from per-search-token classes (0 = search-only, 1 = interacts)."""
+    d = jax.nn.one_hot(jnp.asarray(decision_classes), 2)
+    return relation.token_policy(d, num_template)
+
+
+def test_mask_visibility_rules():
+    """T sees T∪A, S sees S∪A, A sees everything; every token sees itself."""
+    nz, classes = 2, np.array([[0, 1, 0, 1]])
+    mask = np.asarray(relation.attention_mask(_policy(classes, nz)))[0, 0]
+    category = np.array(["T", "T"] + ["S" if c == 0 else "A" for c in classes[0]])
+    allowed = {"T": {"T", "A"}, "S": {"S", "A"}, "A": {"T", "S", "A"}}
+    for i, qi in enumerate(category):
+        for j, kj in enumerate(category):
+            expected = 1.0 if (kj in allowed[qi] or i == j) else 0.0
+            assert mask[i, j] == expected, (i, j, qi, kj)
+
+
+def test_mask_degenerate_cases():
+    """No A tokens: two-stream (block-diagonal); all A: the ordinary one-stream attention (all ones)."""
+    nz, ns = 3, 5
+    none = np.asarray(relation.attention_mask(_policy(np.zeros((1, ns), int), nz)))[0, 0]
+    expected = np.zeros((nz + ns, nz + ns))
+    expected[:nz, :nz] = 1
+    expected[nz:, nz:] = 1
+    np.testing.assert_array_equal(none, expected)
+    everything = np.asarray(relation.attention_mask(_policy(np.ones((1, ns), int), nz)))[0, 0]
+    np.testing.assert_array_equal(everything, np.ones((nz + ns, nz + ns)))
+
+
+def test_diagonal_is_forced_for_soft_policies():
+    """M ← M + (1 − M)·I sets the diagonal to exactly 1 whatever the (non-exact) policy values."""
+    policy = jax.random.dirichlet(jax.random.PRNGKey(0), jnp.ones(3), (2, 7))
+    mask = np.asarray(relation.attention_mask(policy))
+    np.testing.assert_allclose(np.diagonal(mask, axis1=-2, axis2=-1), 1.0, atol=1e-7)  # float32 rounding
+
+
+def test_masked_softmax_formula():
+    """w = (e·M + ε/N) / (Σ e·M + ε), e = exp(a − max over all keys), against a float64 NumPy transcription."""
+    logits = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 6, 6)) * 4
+    mask = (jax.random.uniform(jax.random.PRNGKey(2), (2, 1, 6, 6)) > 0.5).astype(jnp.float32)
+    ours = np.asarray(relation.masked_softmax(logits, mask))
+    a = np.asarray(logits, np.float64)
+    e = np.exp(a - a.max(-1, keepdims=True)) * np.asarray(mask, np.float64)
+    expected = (e + 1e-6 / 6) / (e.sum(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)  # float32 vs float64 rounding
+    # Masked keys keep the ε/N leak (not exactly zero), as in the official code.
+    leak = ours[np.broadcast_to(np.asarray(mask) == 0, ours.shape)]
+    assert leak.size and np.all(leak > 0)
+
+
+def test_select_tokens_threshold_rules():
+    # p0 values: 0.3, 0.5, 0.7 → log-probs.
+    p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
+    logp = jnp.log(jnp.asarray(np.stack([p0, 1 - p0], -1)[None], jnp.float32))
+    classes = lambda t, r=0.0: np.asarray(relation.select_tokens(logp, t, r)).argmax(-1)[0].tolist()
+    assert classes(0.0) == [1, 0, 0]  # argmax: interact iff p1 > p0
+    assert classes(0.4) == [1, 0, 0]  # interact iff p0 < 0.4
+    assert classes(0.6) == [1, 1, 0]  # interact iff p0 < 0.6 (more interacting tokens)
+    assert classes(0.2) == [0, 0, 0]
+    assert classes(0.2, 2 / 3) == [1, 1, 0]  # ratio: K = int(3·2/3) = 2 largest ℓ1 forced to interact
+
+
+def test_gumbel_hard_is_straight_through():
+    logp = jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(3), (4, 5, 2)))
+    noise = jax.random.gumbel(jax.random.PRNGKey(4), logp.shape)
+    d = relation.gumbel_hard(logp, noise)
+    np.testing.assert_allclose(np.asarray(d), np.asarray(jax.nn.one_hot(jnp.argmax(logp + noise, -1), 2)),
+                               atol=1e-7)  # y_hard − y_soft + y_soft: one-hot up to float32 rounding
+    grad_hard = jax.grad(lambda l: jnp.sum(relation.gumbel_hard(l, noise)[..., 1] * jnp.arange(5.0)))(logp)
+    grad_soft = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l + noise)[..., 1] * jnp.arange(5.0)))(logp)
+    np.testing.assert_allclose(np.asarray(grad_hard), np.asarray(grad_soft), atol=1e-7)
+
+
+def test_template_box_mask_matches_official(tiny_outputs):
+    """The roi* template mask from the normalised template box reproduces the fixture's ``template_mask``."""
+    mask = relation.template_box_mask(jnp.asarray(tiny_outputs["template_box"]), grid=4)
+    np.testing.assert_array_equal(np.asarray(mask), tiny_outputs["template_mask"])
+
+
+def test_template_box_mask_rows_and_columns():
+    # Box (x1,y1,w,h) = (1.5, 2.2, 3.0, 1.0) cells on an 8 grid → rows 2..min(int(4.2),8)−1 = 2..3, cols 1..4.
+    mask = np.asarray(relation.template_box_mask(jnp.asarray([[1.5, 2.2, 3.0, 1.0]]) / 8, grid=8)).reshape(8, 8)
+    expected = np.zeros((8, 8))
+    expected[2:4, 1:5] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("tgt_type", ["allmax", "allavg", "roimax", "roiavg"])
+def test_target_representation(tgt_type):
+    u_z = jax.random.normal(jax.random.PRNGKey(5), (2, 4, 3))
+    m = jnp.asarray([[1, 0, 1, 0], [0, 0, 0, 1]], jnp.float32)
+    t = np.asarray(relation.target_representation(u_z, tgt_type, m))
+    u, mm = np.asarray(u_z), np.asarray(m)[..., None]
+    expected = {"allmax": u.max(1), "allavg": u.mean(1), "roimax": (u * mm).max(1),
+                "roiavg": (u * mm).sum(1) / 4}[tgt_type]  # roiavg divides by Nz = 4, not the mask count
+    np.testing.assert_allclose(t[:, 0], expected, rtol=1e-6)
+
+
+def test_roi_target_without_mask_is_an_error():
+    with pytest.raises(ValueError, match="roimax"):
+        relation.target_representation(jnp.zeros((1, 4, 3)), "roimax")
+
+
+def test_roi_variants_run_in_the_model(tiny_outputs):
+    """The model with tgt_type roiavg uses the template mask (so its outputs differ from allmax)."""
+    from conftest import load_config
+    from grm_jax.models import build_model
+
+    config = load_config("grm_tiny")
+    z, x, mask = tiny_inputs(tiny_outputs)
+    outs = {}
+    for tgt_type in ("allmax", "roiavg"):
+        config.model.tgt_type = tgt_type
+        model = build_model(config)
+        variables = model.init(jax.random.PRNGKey(0), z, x, mask)
+        outs[tgt_type] = np.asarray(model.apply(variables, z, x, mask)["divide_logp"])
+    assert not np.allclose(outs["allmax"], outs["roiavg"])

@@ -1,0 +1,106 @@
+"""The official configurations: every value, parameter counts (spec §0, §7), validation errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from conftest import load_config
+from grm_jax import config as config_lib
+from grm_jax.models import build_model
+
+
+def _param_counts(name):
+    """(total, backbone without division and unused, division MLPs, head, unused) as the spec counts them."""
+    config = load_config(name)
+    model = build_model(config)
+    z = jnp.zeros((1, config.model.template_size, config.model.template_size, 3))
+    x = jnp.zeros((1, config.model.search_size, config.model.search_size, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))
+    counts = {"backbone": 0, "divide": 0, "head": 0, "unused": 0}
+    for path, leaf in traverse_util.flatten_dict(shapes["params"]).items():
+        size = int(np.prod(leaf.shape))
+        if path[0] == "box_head":
+            counts["head"] += size
+        elif path[-1] in ("cls_token", "pos_embed"):
+            counts["unused"] += size
+        elif any(p.startswith("divide_predict") for p in path):
+            counts["divide"] += size
+        else:
+            counts["backbone"] += size
+    return sum(counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["grm_vitb256", "grm_vitb256_got"])
+def test_vitb256_parameter_count(name):
+    total, counts = _param_counts(name)
+    assert counts == {"backbone": 85_892_352, "divide": 7_309_654, "head": 6_474_117, "unused": 152_064}
+    assert total == 99_828_187
+
+
+def test_vitl320_parameter_count():
+    total, counts = _param_counts("grm_vitl320")
+    assert counts == {"backbone": 303_574_016, "divide": 19_805_806, "head": 8_243_589, "unused": 202_752}
+    assert total == 331_826_163
+
+
+def test_tiny_config_matches_fixture_parameter_count():
+    total, _ = _param_counts("grm_tiny")
+    assert total == 3_052_779  # meta.json num_params of the official tiny model
+
+
+def test_official_values():
+    b = load_config("grm_vitb256")
+    g = load_config("grm_vitb256_got")
+    l = load_config("grm_vitl320")
+    assert (b.model.embed_dim, b.model.depth, b.model.num_heads) == (768, 12, 12)
+    assert (l.model.embed_dim, l.model.depth, l.model.num_heads) == (1024, 24, 16)
+    assert b.model.tgt_type == g.model.tgt_type == l.model.tgt_type == "allmax"
+    assert (b.data.search.factor, b.data.search.size, l.data.search.factor, l.data.search.size) == (4, 256, 5, 320)
+    assert (b.data.search.center_jitter, b.data.search.scale_jitter) == (3, 0.25)
+    assert (l.data.search.center_jitter, l.data.search.scale_jitter) == (4.5, 0.5)
+    assert (b.data.template.factor, b.data.template.size, b.data.template.center_jitter) == (2, 128, 0)
+    assert b.data.datasets == ("LASOT", "GOT10K_vot_train", "COCO17", "TRACKINGNET")
+    assert g.data.datasets == ("GOT10K_train",)
+    assert (b.train.epochs, b.train.lr_drop_epoch, g.train.epochs, g.train.lr_drop_epoch) == (300, 240, 100, 80)
+    assert (b.train.batch_size, l.train.batch_size) == (40, 10)
+    assert (b.train.lr, b.train.backbone_multiplier, b.train.weight_decay, b.train.grad_clip_norm) == \
+        (4e-4, 0.1, 1e-4, 0.1)
+    assert (b.train.giou_weight, b.train.l1_weight, b.train.focal_weight) == (2.0, 5.0, 1.0)
+    assert b.model.drop_path_rate == 0.1 and b.data.sample_per_epoch == 60000
+    assert (b.test.search_factor, l.test.search_factor, l.test.search_size) == (4.0, 5.0, 320)
+
+
+@pytest.mark.parametrize("dataset,expected", [
+    ("lasot", 0.4), ("nfs", 0.60), ("uav", 0.55), ("avist", 0.4), ("trackingnet", 0.0), ("got10k_test", 0.0),
+    ("lasot_ext", 0.0), ("otb", 0.0), ("tnl2k", 0.0), ("itb", 0.0), ("got10k_val", 0.0)])
+def test_test_thresholds(dataset, expected):
+    assert config_lib.test_threshold(load_config("grm_vitb256"), dataset) == expected
+    assert config_lib.test_threshold(load_config("grm_vitb256_got"), dataset) == 0.0
+    assert config_lib.test_threshold(load_config("grm_vitl320"), dataset) == 0.0
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("tgt_type", "allmin", "config.model.tgt_type = 'allmin'"),
+    ("head_type", "CORNER", "config.model.head_type = 'CORNER'"),
+    ("backbone", "vit_huge", "config.model.backbone = 'vit_huge'"),
+    ("search_size", 250, "config.model.search_size = 250"),
+    ("num_heads", 5, "config.model.num_heads = 5"),
+    ("attention", "flash", "config.model.attention = 'flash'"),
+    ("dtype", "float16", "config.model.dtype = 'float16'"),
+    ("drop_path_rate", 1.5, "config.model.drop_path_rate = 1.5"),
+])
+def test_bad_config_values_are_named(key, value, message):
+    config = load_config("grm_tiny")
+    config.model[key] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        build_model(config)
+
+
+def test_unknown_config_key_is_named():
+    config = load_config("grm_tiny")
+    with pytest.raises(AttributeError, match="tgt_typ"):
+        config.model.tgt_typ = "allmax"
