@@ -136,3 +136,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         for name, value in config.test.hyper.items():
             if not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"config.test.hyper.{name} = {value} must be in [0, 1)")
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``path/to/config.py[:arg]`` → that file's ``get_config(arg)``, as ``--config`` of the entry points reads it."""
+    import importlib.util
+    import pathlib
+
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"grm_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path!r} defines no get_config()")
+    return module.get_config(arg or None)
