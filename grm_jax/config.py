@@ -74,6 +74,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.l1_weight = 5.0
     c.train.focal_weight = 1.0
     c.train.seed = 42
+    c.train.sync_batch_stats = False  # official DDP: BatchNorm statistics per device
+    c.train.init_checkpoint = ""  # Orbax dir (e.g. from `python -m grm_jax.convert init-backbone`); "" = fresh
+    c.train.max_steps = 0  # 0: epochs × steps_per_epoch
+    c.train.checkpoint_every_steps = 1000
+    c.train.keep_last = 5  # the official run keeps the last 5 epochs ...
+    c.train.keep_every_epochs = 100  # ... and every 100th
+    c.train.log_every_steps = 50
+    c.train.distributed = False  # call jax.distributed.initialize() (several hosts)
 
     c.test = ml_collections.ConfigDict()
     c.test.template_factor = 2.0

@@ -1,0 +1,1 @@
+"""Training: optimizer with the official parameter groups, the per-device step, the loop and checkpoints."""

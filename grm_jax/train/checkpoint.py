@@ -1,0 +1,65 @@
+"""Training checkpoints: an Orbax ``CheckpointManager`` holding the whole train state and the config.
+
+Layout per step (readable by :func:`grm_jax.checkpoints.load_variables`, so ``eval.py`` takes a training run
+directory directly)::
+
+    DIR/<step>/state/   step, params, batch_stats (device 0), opt_state, and per-device batch statistics
+    DIR/<step>/config/  the config as JSON
+
+Saves are atomic (Orbax writes to a temporary directory and renames). Restoring walks back from the latest step
+when a checkpoint is damaged, reporting each one it skips and moving it aside to ``<step>.damaged-<time>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from grm_jax.checkpoints import _to_json
+
+log = logging.getLogger(__name__)
+
+
+def make_manager(workdir, config: ml_collections.ConfigDict, steps_per_epoch: int) -> ocp.CheckpointManager:
+    """Keeps the last ``config.train.keep_last`` checkpoints plus one every ``keep_every_epochs`` epochs."""
+    t = config.train
+    options = ocp.CheckpointManagerOptions(
+        create=True, max_to_keep=t.keep_last,
+        keep_period=t.keep_every_epochs * steps_per_epoch if t.keep_every_epochs else None,
+        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+
+
+def save(manager: ocp.CheckpointManager, state_tree: dict, config: ml_collections.ConfigDict) -> None:
+    """Save ``state_tree`` (host NumPy pytree) at its ``step``; overwrites nothing that is already final."""
+    step = int(state_tree["step"])
+    tree = jax.tree_util.tree_map(np.asarray, state_tree)
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                               config=ocp.args.JsonSave(_to_json(config))), force=True)
+    manager.wait_until_finished()
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: dict) -> tuple[dict | None, list[str]]:
+    """The newest checkpoint that restores into ``target``'s structure, and a warning per damaged one skipped."""
+    warnings = []
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            return restored["state"], warnings
+        except Exception as err:  # a truncated or half-deleted checkpoint raises from deep inside Orbax
+            damaged = manager.directory / str(step)
+            kept = damaged.with_name(f"{step}.damaged-{int(time.time())}")
+            damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
+            message = f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {str(err)[:200]}); " \
+                      f"moved to {kept.name}; trying the previous one"
+            log.warning(message)
+            warnings.append(message)
+            manager.reload()
+    return None, warnings

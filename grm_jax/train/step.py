@@ -1,0 +1,99 @@
+"""The per-device training step: a pure function over one device's batch, collectives on ``axis_name='batch'``.
+
+``jax.pmap(train_step, axis_name='batch')`` runs it data-parallel (gradients and metrics ``pmean``-ed; BatchNorm
+statistics per device unless the model was built with ``bn_axis_name='batch'``). The same function runs under
+``shard_map``; see ``grm_jax/train/parallel.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from grm_jax import losses
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs besides the data position (which is the step)."""
+
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_state(params, batch_stats, optimizer) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=optimizer.init(params))
+
+
+def gumbel_noise(seed_key, step, sample_ids, num_layers: int, num_search: int):
+    """Gumbel noise (L−1, b, Ns, 2) where sample g's slice is drawn from fold_in(fold_in(key(seed), step), g).
+
+    Keyed by the global sample index, not the device: the same global batch gets the same token decisions on 1
+    device or on 4.
+    """
+    step_key = jax.random.fold_in(seed_key, step)
+    draw = lambda g: jax.random.gumbel(jax.random.fold_in(step_key, g), (num_layers, num_search, 2))
+    return jnp.transpose(jax.vmap(draw)(sample_ids), (1, 0, 2, 3))
+
+
+def droppath_rng(seed_key, step, device_index):
+    """DropPath masks of one device at one step: fold_in(fold_in(fold_in(key(seed), step), device), 1 << 20)."""
+    key = jax.random.fold_in(jax.random.fold_in(seed_key, step), device_index)
+    return jax.random.fold_in(key, 1 << 20)
+
+
+def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: str | None = AXIS,
+                    reduce_grads: bool = True):
+    """Build ``train_step(state, batch, seed_key) -> (state, metrics)`` for one device.
+
+    ``batch``: ``template`` (b,Ht,Wt,3), ``search`` (b,Hs,Ws,3) normalised NHWC, ``template_mask`` (b,Nz),
+    ``search_anno`` (b,4) normalised x1,y1,w,h. Metrics: loss terms, IoU, gradient norm (before clipping),
+    learning rates per group and the per-layer interaction ratio — all averaged over devices.
+    ``reduce_grads=False`` is for shard_map with ``check_vma``, where gradients of replicated parameters arrive
+    already summed (dividing by the axis size there instead of a second ``pmean``).
+    """
+    t = config.train
+    from grm_jax.train.optimizer import learning_rates
+
+    def train_step(state: TrainState, batch: dict, seed_key):
+        device = jax.lax.axis_index(axis_name) if axis_name else 0
+        local = batch["search"].shape[0]
+        noise = gumbel_noise(seed_key, state.step, device * local + jnp.arange(local), model.depth - 1,
+                             (model.search_size // model.patch_size) ** 2)
+        rngs = {"droppath": droppath_rng(seed_key, state.step, device)}
+
+        def loss_fn(params):
+            out, new_state = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, batch["template"], batch["search"],
+                batch.get("template_mask"), train=True, gumbel_noise=noise, rngs=rngs, mutable=["batch_stats"])
+            total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
+                                            search_size=model.search_size, giou_weight=t.giou_weight,
+                                            l1_weight=t.l1_weight, focal_weight=t.focal_weight)
+            return total, (new_state["batch_stats"], status, out["interaction_ratio"])
+
+        (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if axis_name:
+            if reduce_grads:
+                grads = jax.lax.pmean(grads, axis_name)
+            else:
+                grads = jax.tree_util.tree_map(lambda g: g / jax.lax.psum(1, axis_name), grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**status, "grad_norm": optax.global_norm(grads),
+                   "interaction_ratio": jnp.mean(ratio, axis=0),
+                   **{f"lr/{name}": fn(state.step) for name, fn in learning_rates(config, steps_per_epoch).items()}}
+        if axis_name:
+            metrics = jax.lax.pmean(metrics, axis_name)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step

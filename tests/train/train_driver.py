@@ -1,0 +1,74 @@
+"""Runs a tiny training in its own process (fake CPU devices need XLA_FLAGS before jax starts).
+
+usage: python tests/train/train_driver.py WORKDIR MAX_STEPS NUM_DEVICES [--sync] [--nan_at STEP] [--ckpt_every N]
+Writes WORKDIR/result.npz with the final parameters and the per-step losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from grm_jax.config import load_config_file  # noqa: E402
+from grm_jax.train.loop import train  # noqa: E402
+
+GLOBAL_BATCH = 4
+
+
+def global_batch(step: int, nan_at: int | None) -> dict:
+    """The global batch of ``step``: a pure function of the step (so resumed runs see the same data)."""
+    rng = np.random.default_rng([7, step])
+    anno = np.stack([rng.uniform(0.2, 0.4, GLOBAL_BATCH), rng.uniform(0.2, 0.4, GLOBAL_BATCH),
+                     rng.uniform(0.2, 0.4, GLOBAL_BATCH), rng.uniform(0.2, 0.4, GLOBAL_BATCH)], -1)
+    batch = dict(template=rng.normal(size=(GLOBAL_BATCH, 64, 64, 3)).astype(np.float32),
+                 search=rng.normal(size=(GLOBAL_BATCH, 128, 128, 3)).astype(np.float32),
+                 template_mask=np.ones((GLOBAL_BATCH, 16), np.float32), search_anno=anno.astype(np.float32))
+    if nan_at is not None and step == nan_at:
+        batch["search"][1, 5, 5, 0] = np.nan
+    return batch
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("max_steps", type=int)
+    parser.add_argument("num_devices", type=int)
+    parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--nan_at", type=int, default=None)
+    parser.add_argument("--ckpt_every", type=int, default=2)
+    args = parser.parse_args()
+    devices = jax.local_devices()[: args.num_devices]
+    assert len(devices) == args.num_devices, jax.local_devices()
+    config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
+    config.model.drop_path_rate = 0.0  # DropPath masks are per device; the Gumbel noise is per sample
+    config.train.batch_size = GLOBAL_BATCH // args.num_devices
+    config.train.max_steps = args.max_steps
+    config.train.sync_batch_stats = args.sync
+    config.train.log_every_steps = 1
+    config.train.checkpoint_every_steps = args.ckpt_every
+    config.data.sample_per_epoch = 8
+
+    def make_batches(start):
+        step = start
+        while True:
+            batch = global_batch(step, args.nan_at)
+            yield {k: v.reshape((len(devices), -1) + v.shape[1:]) for k, v in batch.items()}
+            step += 1
+
+    result = train(config, args.workdir, make_batches, devices=devices, progress=False)
+    flat = traverse_util.flatten_dict(result.state["params"], sep="/")
+    np.savez(pathlib.Path(args.workdir) / "result.npz",
+             losses=np.array([h["Ls/total"] for h in result.history]),
+             steps=np.array([h["step"] for h in result.history]), **{f"p:{k}": v for k, v in flat.items()})
+
+
+if __name__ == "__main__":
+    main()
