@@ -1,0 +1,265 @@
+"""The official tracking procedure (spec §5.3), compiled: one XLA call per frame for a batch of sequences.
+
+Per frame and sequence: search crop around the previous box → GRM forward at the dataset's threshold → centred
+Hann window on the score map → decode (argmax on the windowed map, size and offset from the raw maps) → scale to
+pixels → map back around the previous centre → clip with margin 10. The template is cropped once and never updated.
+
+Two crop paths:
+
+* ``host`` (default, exact): ``sample_target`` with OpenCV on the host, as the official code; the compiled call
+  takes the crops.
+* ``device``: the crop and its bilinear resize run inside the compiled call (:mod:`grm_jax.track.device_crop`), so
+  a frame is one XLA call end to end; it differs from the host path by OpenCV's fixed-point rounding (measured in
+  the README).
+
+:class:`BatchTracker` advances B slots together; :func:`track_sequences` keeps them filled from a list of sequences
+of any lengths (a finished slot takes the next sequence), and :class:`Tracker` is the single-sequence view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grm_jax.boxes import clip_box
+from grm_jax.data.processing import normalize_image, sample_target, transform_box_to_crop
+from grm_jax.models.head import decode_boxes
+from grm_jax.models.relation import template_box_mask
+from grm_jax.track import device_crop
+from grm_jax.track.window import hann2d
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerParams:
+    """TEST.* values of a config (spec §5.3, §5.4)."""
+
+    template_factor: float = 2.0
+    template_size: int = 128
+    search_factor: float = 4.0
+    search_size: int = 256
+    threshold: float = 0.0
+    crop: str = "host"  # "host" (exact) or "device"
+
+    @classmethod
+    def from_config(cls, config, dataset: str | None = None, crop: str = "host") -> TrackerParams:
+        from grm_jax.config import test_threshold
+
+        t = config.test
+        return cls(template_factor=float(t.template_factor), template_size=int(t.template_size),
+                   search_factor=float(t.search_factor), search_size=int(t.search_size),
+                   threshold=test_threshold(config, dataset) if dataset else 0.0, crop=crop)
+
+
+def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndarray,
+                 search_size: int) -> np.ndarray:
+    """``map_box_back`` (spec §5.3 step 6), float64, batched over rows.
+
+    half = 0.5·search_size/rf; cx = cx_crop + (pcx − half); cy = cy_crop + (pcy − half); → (cx − w/2, cy − h/2, w, h)
+    with (pcx, pcy) the previous box's centre. (QUIRK kept: ignores the crop origin's integer rounding.)
+    """
+    pred_box = np.asarray(pred_box, np.float64)
+    state = np.asarray(state, np.float64)
+    pcx = state[..., 0] + 0.5 * state[..., 2]
+    pcy = state[..., 1] + 0.5 * state[..., 3]
+    half = 0.5 * search_size / np.asarray(resize_factor, np.float64)
+    cx, cy, w, h = (pred_box[..., i] for i in range(4))
+    cx_real = cx + (pcx - half)
+    cy_real = cy + (pcy - half)
+    return np.stack([cx_real - 0.5 * w, cy_real - 0.5 * h, w, h], axis=-1)
+
+
+def crop_box_to_pixels(box: np.ndarray, search_size: int, resize_factor: np.ndarray) -> np.ndarray:
+    """pred (normalised cx,cy,w,h) × search_size / rf, in float32 as the official torch expression computes it."""
+    box = np.asarray(box, np.float32)
+    rf = np.asarray(resize_factor, np.float32)[..., None]
+    return (box * np.float32(search_size)) / rf
+
+
+def make_network_step(model, window: np.ndarray) -> Callable:
+    """Compiled ``(variables, z, x, template_mask, threshold) → (box, maps)``; box normalised (cx,cy,w,h).
+
+    The box is decoded on the Hann-windowed score map (size/offset from the raw maps). ``threshold`` is traced.
+    """
+    window = jnp.asarray(window)[None, :, :, None]
+
+    def step(variables, z, x, template_mask, threshold):
+        out = model.apply(variables, z, x, template_mask, threshold=threshold)
+        box = decode_boxes(out["score_map"] * window, out["size_map"], out["offset_map"])
+        return box, dict(score_map=out["score_map"], size_map=out["size_map"], offset_map=out["offset_map"],
+                         interaction_ratio=out["interaction_ratio"])
+
+    return jax.jit(step)
+
+
+def make_device_step(model, window: np.ndarray, search_factor: float, search_size: int) -> Callable:
+    """Compiled ``(variables, z, frames, state, template_mask, threshold) → (box_px, rf, maps)``: crop on device.
+
+    ``frames`` (B,H,W,3) uint8, ``state`` (B,4) previous boxes; returns the crop-pixel box (cx,cy,w,h) × crop_sz
+    and the resize factors, for the host's float64 map-back and clip.
+    """
+    network = make_network_step(model, window)
+
+    def step(variables, z, frames, state, template_mask, threshold):
+        crops, rf = device_crop.sample_target(frames, state, search_factor, search_size)
+        x = device_crop.normalize(crops)
+        box, maps = network(variables, z, x, template_mask, threshold)
+        return box, rf, maps
+
+    return jax.jit(step)
+
+
+@dataclasses.dataclass
+class Slot:
+    """One sequence being tracked in a batch slot."""
+
+    index: int  # position in the caller's list of sequences
+    frames: Sequence  # frame images (H,W,3) uint8 RGB, or paths, or a callable loader per frame
+    frame: int  # next frame to track
+    boxes: list
+    times: list
+
+
+class BatchTracker:
+    """B sequences tracked together: one compiled forward per frame for the whole batch."""
+
+    def __init__(self, model, variables, params: TrackerParams, batch_size: int = 1):
+        self.model, self.variables, self.params, self.batch_size = model, variables, params, batch_size
+        p = params
+        if p.template_size != model.template_size or p.search_size != model.search_size:
+            raise ValueError(f"tracker crop sizes {p.template_size}/{p.search_size} do not match the model's "
+                             f"{model.template_size}/{model.search_size}")
+        if p.crop not in ("host", "device"):
+            raise ValueError(f"crop = {p.crop!r} is not 'host' or 'device'")
+        window = hann2d(p.search_size // model.patch_size)
+        self.network = make_network_step(model, window)
+        self.device_step = make_device_step(model, window, p.search_factor, p.search_size) \
+            if p.crop == "device" else None
+        self.threshold = jnp.float32(p.threshold)
+        grid = p.template_size // model.patch_size
+        self.z = np.zeros((batch_size, p.template_size, p.template_size, 3), np.float32)
+        self.template_mask = np.zeros((batch_size, grid * grid), np.float32)
+        self.state = np.zeros((batch_size, 4), np.float64)
+
+    def initialize(self, slot: int, frame: np.ndarray, box) -> None:
+        """Template crop of ``frame`` around ``box`` (x,y,w,h px) into ``slot``; the state becomes ``box``."""
+        p = self.params
+        box = np.asarray(box, np.float64)
+        crop, rf, _ = sample_target(frame, box, p.template_factor, p.template_size)
+        self.z[slot] = normalize_image(crop)
+        crop_box = transform_box_to_crop(box, box, rf, p.template_size)
+        grid = p.template_size // self.model.patch_size
+        self.template_mask[slot] = np.asarray(template_box_mask(crop_box[None], grid))[0]
+        self.state[slot] = box
+
+    def track(self, frames: Sequence[np.ndarray | None]) -> tuple[np.ndarray, dict]:
+        """Advance every slot whose frame is given (None: idle slot, state kept). Returns (B,4) boxes and the
+        per-slot network outputs (search crops' maps, resize factors)."""
+        p = self.params
+        active = np.array([f is not None for f in frames])
+        if self.device_step is not None:
+            shape = next(f.shape for f in frames if f is not None)
+            batch = np.stack([f if f is not None and f.shape == shape else np.zeros(shape, np.uint8)
+                              for f in frames])
+            if any(f is not None and f.shape != shape for f in frames):
+                raise ValueError("device crop needs frames of one size per batch; use crop='host'")
+            box, rf, maps = self.device_step(self.variables, self.z, batch, self.state.astype(np.float32),
+                                             self.template_mask, self.threshold)
+            rf = np.asarray(rf, np.float64)
+        else:
+            x = np.zeros((self.batch_size, p.search_size, p.search_size, 3), np.float32)
+            rf = np.ones(self.batch_size, np.float64)
+            crops = [None] * self.batch_size
+            for i, frame in enumerate(frames):
+                if frame is not None:
+                    crops[i], rf[i], _ = sample_target(frame, self.state[i], p.search_factor, p.search_size)
+                    x[i] = normalize_image(crops[i])
+            box, maps = self.network(self.variables, self.z, x, self.template_mask, self.threshold)
+        pixels = crop_box_to_pixels(np.asarray(box), p.search_size, rf)
+        mapped = map_box_back(pixels, self.state, rf, p.search_size)
+        for i, frame in enumerate(frames):
+            if frame is not None:
+                height, width = frame.shape[:2]
+                self.state[i] = clip_box(mapped[i], height, width, margin=10)
+        maps = {k: np.asarray(v) for k, v in maps.items()}
+        maps["resize_factor"] = rf
+        maps["active"] = active
+        return self.state.copy(), maps
+
+
+class Tracker:
+    """Single-sequence tracker: ``initialize(frame, box)`` then ``track(frame) -> box`` (x,y,w,h px)."""
+
+    def __init__(self, model, variables, params: TrackerParams):
+        self.batch = BatchTracker(model, variables, params, batch_size=1)
+        self.last_outputs: dict = {}
+
+    def initialize(self, frame: np.ndarray, box) -> None:
+        self.batch.initialize(0, frame, box)
+
+    def track(self, frame: np.ndarray) -> np.ndarray:
+        boxes, outputs = self.batch.track([frame])
+        self.last_outputs = {k: v[0] for k, v in outputs.items()}
+        return boxes[0]
+
+
+@dataclasses.dataclass
+class SequenceResult:
+    boxes: np.ndarray  # (N,4) x,y,w,h px; row 0 is the initial box
+    times: np.ndarray  # (N,) seconds per frame (frame 0: the initialisation)
+
+
+def track_sequences(tracker: BatchTracker, sequences: Iterable[tuple[Sequence, Any]],
+                    read_frame: Callable[[Any], np.ndarray] = lambda f: f,
+                    on_done: Callable[[int, SequenceResult], None] | None = None) -> list[SequenceResult]:
+    """Track every ``(frames, init_box)`` of ``sequences`` with ``tracker``'s B slots kept busy.
+
+    ``frames`` is a sequence of images or of whatever ``read_frame`` turns into an (H,W,3) uint8 RGB image.
+    A finished sequence frees its slot for the next one; idle slots are skipped in the batch (their rows are
+    computed on zeros and dropped). ``on_done(index, result)`` is called as each sequence finishes.
+    Per-frame time is the batch step's wall time (shared by the slots it served).
+    """
+    pending = list(enumerate(sequences))[::-1]
+    results: dict[int, SequenceResult] = {}
+    slots: list[Slot | None] = [None] * tracker.batch_size
+
+    def fill(i: int) -> None:
+        while pending:
+            index, (frames, init_box) = pending.pop()
+            start = time.perf_counter()
+            tracker.initialize(i, read_frame(frames[0]), init_box)
+            slot = Slot(index, frames, 1, [np.asarray(init_box, np.float64)], [time.perf_counter() - start])
+            if len(frames) > 1:
+                slots[i] = slot
+                return
+            finish(slot)
+        slots[i] = None
+
+    def finish(slot: Slot) -> None:
+        result = SequenceResult(np.stack(slot.boxes), np.asarray(slot.times))
+        results[slot.index] = result
+        if on_done is not None:
+            on_done(slot.index, result)
+
+    for i in range(tracker.batch_size):
+        fill(i)
+    while any(slots):
+        frames = [read_frame(s.frames[s.frame]) if s is not None else None for s in slots]
+        start = time.perf_counter()
+        boxes, _ = tracker.track(frames)
+        elapsed = time.perf_counter() - start
+        for i, slot in enumerate(slots):
+            if slot is None:
+                continue
+            slot.boxes.append(boxes[i].copy())
+            slot.times.append(elapsed)
+            slot.frame += 1
+            if slot.frame == len(slot.frames):
+                finish(slot)
+                fill(i)
+    return [results[i] for i in sorted(results)]
