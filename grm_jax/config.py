@@ -75,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.focal_weight = 1.0
     c.train.seed = 42
     c.train.sync_batch_stats = False  # official DDP: BatchNorm statistics per device
+    c.train.parallel = "pmap"  # or "shard_map" (jit + shard_map on a 1-D mesh; needs sync_batch_stats)
     c.train.init_checkpoint = ""  # Orbax dir (e.g. from `python -m grm_jax.convert init-backbone`); "" = fresh
     c.train.max_steps = 0  # 0: epochs × steps_per_epoch
     c.train.checkpoint_every_steps = 1000

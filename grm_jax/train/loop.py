@@ -19,14 +19,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import jax_utils
 from tqdm import tqdm
 
 from grm_jax import checkpoints as model_checkpoints
 from grm_jax.models import build_model
 from grm_jax.train import checkpoint as ckpt
 from grm_jax.train.optimizer import make_optimizer
-from grm_jax.train.step import AXIS, TrainState, create_state, make_train_step
+from grm_jax.train.parallel import RUNNERS
+from grm_jax.train.step import AXIS, TrainState, create_state
 
 log = logging.getLogger(__name__)
 BatchFactory = Callable[[int], Iterator[dict]]  # start_step → iterator of host batches (devices, b, ...)
@@ -65,23 +65,12 @@ def init_train_state(config, model, optimizer_factory) -> TrainState:
     return create_state(params, batch_stats, optimizer_factory(params))
 
 
-def first_replica(tree):
-    """Host copy of the first device's slice of each pmapped array (only that shard is transferred)."""
-
-    def first(x):
-        if isinstance(x, jax.Array):
-            return np.asarray(x.addressable_shards[0].data).reshape(x.shape[1:])
-        return np.asarray(x)[0]
-
-    return jax.tree_util.tree_map(first, tree)
-
-
-def _host_tree(state: TrainState, per_device_stats: bool) -> dict:
+def _host_tree(runner, state: TrainState, per_device_stats: bool) -> dict:
     """Device-0 copy of the replicated state (+ every device's BatchNorm statistics when they differ)."""
-    first = first_replica(state)
+    first = runner.first_replica(state)
     tree = dict(step=np.asarray(first.step), params=first.params, batch_stats=first.batch_stats,
                 opt_state=first.opt_state)
-    if per_device_stats:
+    if per_device_stats:  # pmap only: each device's own BatchNorm statistics, for an exact resume
         tree["batch_stats_per_device"] = jax.device_get(state.batch_stats)
     return tree
 
@@ -129,7 +118,10 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     state = init_train_state(config, model, optimizer_factory)
     optimizer = optimizer_factory(state.params)
     per_device_stats = n > 1 and not t.sync_batch_stats
-    target = _host_tree(jax_utils.replicate(state, devices), per_device_stats)
+    if t.parallel not in RUNNERS:
+        raise ValueError(f"config.train.parallel = {t.parallel!r} is not one of {list(RUNNERS)}")
+    runner = RUNNERS[t.parallel](model, optimizer, config, per_epoch, devices)
+    target = _host_tree(runner, runner.place_state(state), per_device_stats)
 
     manager = ckpt.make_manager(workdir, config, per_epoch)
     restored, warnings = ckpt.restore_latest(manager, target)
@@ -139,17 +131,12 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
         state = TrainState(step=jnp.asarray(restored["step"]), params=restored["params"],
                            batch_stats=restored["batch_stats"], opt_state=restored["opt_state"])
         print(f"resuming from step {int(restored['step'])} ({manager.directory})")
-    state = jax_utils.replicate(state, devices)
+    state = runner.place_state(state)
     if restored is not None and per_device_stats:
-        state = state.replace(batch_stats=jax.device_put_sharded(
-            [jax.tree_util.tree_map(lambda x, i=i: x[i], restored["batch_stats_per_device"]) for i in range(n)],
-            devices))
-
-    # No buffer donation: with it this jax version compiles the step a second time on the second call (the
-    # first call's replicated inputs and later steps' outputs hash differently), which costs more than it saves.
-    p_step = jax.pmap(make_train_step(model, optimizer, config, per_epoch), axis_name=AXIS, devices=devices)
-    seed_key = jax_utils.replicate(jax.random.PRNGKey(t.seed), devices)
-    start = int(first_replica(state.step))
+        state = state.replace(batch_stats=runner.place_per_device(
+            [jax.tree_util.tree_map(lambda x, i=i: x[i], restored["batch_stats_per_device"]) for i in range(n)]))
+    seed_key = runner.place_key(jax.random.PRNGKey(t.seed))
+    start = int(runner.first_replica(state.step))
     is_main = jax.process_index() == 0
     history = []
     writer = _open_writer(workdir) if is_main else None
@@ -159,8 +146,8 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     with _Preemption() as preemption:
         for step in range(start, last_step):
             batch = next(batches)
-            state, metrics = p_step(state, batch, seed_key)
-            metrics = first_replica(metrics)
+            state, metrics = runner(state, batch, seed_key)
+            metrics = runner.first_replica(metrics)
             window_samples += config.train.batch_size * n * jax.process_count()
             if not math.isfinite(float(metrics["Ls/total"])):
                 path = workdir / f"nonfinite_step{step}.json"
@@ -181,7 +168,7 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
                     _write_record(workdir, writer, record)
             if done % t.checkpoint_every_steps == 0 or done == last_step or preemption.requested:
                 if is_main:
-                    ckpt.save(manager, _host_tree(state, per_device_stats), config)
+                    ckpt.save(manager, _host_tree(runner, state, per_device_stats), config)
             if preemption.requested:
                 print(f"SIGTERM: saved step {done}; stopping")
                 break
@@ -189,7 +176,7 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     if writer is not None:
         writer.close()
     manager.close()
-    return TrainResult(state=_host_tree(state, per_device_stats), history=history, workdir=workdir)
+    return TrainResult(state=_host_tree(runner, state, per_device_stats), history=history, workdir=workdir)
 
 
 def _jsonable(metrics: dict) -> dict:

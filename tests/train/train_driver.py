@@ -1,6 +1,7 @@
 """Runs a tiny training in its own process (fake CPU devices need XLA_FLAGS before jax starts).
 
 usage: python tests/train/train_driver.py WORKDIR MAX_STEPS NUM_DEVICES [--sync] [--nan_at STEP] [--ckpt_every N]
+                                         [--parallel pmap|shard_map]
 Writes WORKDIR/result.npz with the final parameters and the per-step losses.
 """
 
@@ -44,6 +45,7 @@ def main():
     parser.add_argument("--sync", action="store_true")
     parser.add_argument("--nan_at", type=int, default=None)
     parser.add_argument("--ckpt_every", type=int, default=2)
+    parser.add_argument("--parallel", default="pmap")
     args = parser.parse_args()
     devices = jax.local_devices()[: args.num_devices]
     assert len(devices) == args.num_devices, jax.local_devices()
@@ -52,6 +54,7 @@ def main():
     config.train.batch_size = GLOBAL_BATCH // args.num_devices
     config.train.max_steps = args.max_steps
     config.train.sync_batch_stats = args.sync
+    config.train.parallel = args.parallel
     config.train.log_every_steps = 1
     config.train.checkpoint_every_steps = args.ckpt_every
     config.data.sample_per_epoch = 8
