@@ -1,0 +1,1 @@
+"""Training data: TFDS builders, random-access sources, pair sampling, augmentation and the grain pipeline."""
