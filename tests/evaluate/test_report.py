@@ -1,0 +1,114 @@
+"""Report: two fake trackers on a fake benchmark -> ranked Markdown table and valid PNG plots."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from grm_jax.evaluate.benchmarks import load_benchmark
+from grm_jax.evaluate.report import compare_trackers, find_result_file, main, write_report
+from grm_jax.evaluate.results import write_results
+
+GT = np.array([[10, 10, 20, 20], [12, 10, 20, 20], [14, 10, 20, 20], [16, 10, 20, 20]], dtype=np.float64)
+SHIFT = np.array([10, 0, 0, 0], dtype=np.float64)
+
+
+def _nfs_root(tmp_path, names=("bee", "dog")):
+    root = tmp_path / "nfs"
+    for name in names:
+        (root / "anno").mkdir(parents=True, exist_ok=True)
+        (root / "anno" / f"nfs_{name}.txt").write_text("".join("\t".join(str(v) for v in box) + "\n" for box in GT))
+        frames = root / "sequences" / name
+        frames.mkdir(parents=True)
+        for i in range(1, len(GT) + 1):
+            (frames / f"{i:05d}.jpg").write_bytes(b"")
+    return str(root)
+
+
+def _trackers(tmp_path, sequences):
+    """'good' predicts the GT exactly; 'shifted' is 10 px to the right from frame 1 on."""
+    good, shifted = str(tmp_path / "good"), str(tmp_path / "shifted")
+    for seq in sequences:
+        write_results(good, seq.name, seq.dataset, seq.gt)
+        write_results(shifted, seq.name, seq.dataset, np.vstack([seq.gt[:1], seq.gt[1:] + SHIFT]))
+    return good, shifted
+
+
+def test_ranking_numbers_and_plots(tmp_path):
+    sequences = load_benchmark("nfs", _nfs_root(tmp_path))
+    good, shifted = _trackers(tmp_path, sequences)
+    out = write_report([shifted, good], sequences, str(tmp_path / "report"), "nfs")
+    best, worst = out["summaries"]
+    assert (best.name, worst.name) == ("good", "shifted")
+    # good: IoU 1 on every frame, counted above every threshold but 1.0 (strict '>'): AUC = 20/21.
+    assert best.scores["AUC"] == pytest.approx(100 * 20 / 21, abs=1e-9)  # exact up to float rounding
+    assert best.scores["P@20"] == pytest.approx(100.0, abs=1e-9)
+    # shifted: frame 0 is the GT (IoU 1), frames 1-3 have IoU 200/600 = 1/3 (+1-pixel convention):
+    # success = 1 for t <= 0.30 (7 thresholds), 1/4 for 0.35..0.95 (13), 0 at 1.0 -> AUC = (7 + 13/4) / 21.
+    assert worst.scores["AUC"] == pytest.approx(100 * (7 + 13 / 4) / 21, abs=1e-9)
+    assert worst.scores["OP50"] == pytest.approx(25.0, abs=1e-9)
+    assert worst.scores["P@20"] == pytest.approx(100.0, abs=1e-9)  # 10 px centre error <= 20 px
+
+    markdown = open(out["markdown"]).read()
+    rows = [line for line in markdown.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows[0].startswith("| 1 | good | 95.24 |") and rows[1].startswith("| 2 | shifted | 48.81 |")
+    assert "AO" not in markdown  # GOT-10k columns only for got10k_val
+    for kind in ("success", "precision", "norm_precision"):
+        assert out[kind] == str(tmp_path / "report" / f"{kind}_nfs.png")
+        image = cv2.imread(out[kind])
+        assert image is not None and image.shape == (480, 640, 3)
+        assert image.std() > 10  # not a blank canvas: curves, axes and legend were drawn
+
+
+def test_missing_result_file(tmp_path):
+    sequences = load_benchmark("nfs", _nfs_root(tmp_path))
+    good, shifted = _trackers(tmp_path, sequences)
+    os.remove(os.path.join(shifted, "nfs_dog.txt"))
+    with pytest.raises(FileNotFoundError, match="nfs_dog.txt: result file not found"):
+        compare_trackers([good, shifted], sequences)
+    # skip_missing drops the sequence for every tracker, keeping the comparison fair.
+    summaries = compare_trackers([good, shifted], sequences, skip_missing=True)
+    assert all(s.sequences == ["nfs_bee"] for s in summaries)
+
+
+def test_result_lookup_without_prefix(tmp_path):
+    sequences = load_benchmark("nfs", _nfs_root(tmp_path, names=("bee",)))
+    raw = tmp_path / "official"
+    raw.mkdir()
+    (raw / "bee.txt").write_text("10\t10\t20\t20\n")  # a bare name, tab-separated
+    assert find_result_file(str(raw), sequences[0]) == str(raw / "bee.txt")
+
+
+def test_got10k_val_columns(tmp_path):
+    root = tmp_path / "got10k" / "val"
+    name = "GOT-10k_Val_000001"
+    (root / name).mkdir(parents=True)
+    (root / "list.txt").write_text(name + "\n")
+    (root / name / "groundtruth.txt").write_text("".join(",".join(str(v) for v in box) + "\n" for box in GT))
+    for i in range(1, len(GT) + 1):
+        (root / name / f"{i:08d}.jpg").write_bytes(b"")
+    sequences = load_benchmark("got10k_val", str(tmp_path / "got10k"))
+    good, shifted = str(tmp_path / "good"), str(tmp_path / "shifted")
+    write_results(good, name, "got10k", GT, times=[0.01] * 4)
+    write_results(shifted, name, "got10k", np.vstack([GT[:1], GT[1:] + SHIFT]), times=[0.01] * 4)
+    out = write_report([good, shifted], sequences, str(tmp_path / "report"), "got10k_val")
+    best, worst = out["summaries"]
+    # AO over frames 1..3: 1 for good, 1/3 for shifted; SR0.5: 100 / 0.
+    assert best.scores["AO"] == pytest.approx(100.0, abs=1e-9)
+    assert worst.scores["AO"] == pytest.approx(100 / 3, abs=1e-9)
+    assert worst.scores["SR0.50"] == pytest.approx(0.0, abs=1e-9)
+    assert "| AO | SR0.50 | SR0.75 |" in open(out["markdown"]).read()
+
+
+def test_command_line(tmp_path, capsys):
+    root = _nfs_root(tmp_path)
+    good, shifted = _trackers(tmp_path, load_benchmark("nfs", root))
+    out_dir = str(tmp_path / "cli")
+    assert main(["--dataset", "nfs", "--data_dir", root, "--out", out_dir, f"ours={shifted}", good]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("| 1 | good |") < printed.index("| 2 | ours |")
+    assert sorted(os.listdir(out_dir)) == ["norm_precision_nfs.png", "precision_nfs.png", "report_nfs.md",
+                                           "success_nfs.png"]
