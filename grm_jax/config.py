@@ -55,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.mean = IMAGENET_MEAN
     c.data.std = IMAGENET_STD
     c.data.num_workers = 16
+    c.data.data_dir = "data/tfds"  # prepared (TFDS array_record) datasets
+    # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
+    c.data.synthetic = ml_collections.ConfigDict(
+        dict(num_train=200, num_val=20, seed=0, min_length=50, max_length=300))
     c.data.template = ml_collections.ConfigDict(
         dict(factor=2.0, size=c.model.get_ref("template_size"), center_jitter=0.0, scale_jitter=0.0))
     c.data.search = ml_collections.ConfigDict(
@@ -83,6 +87,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_every_epochs = 100  # ... and every 100th
     c.train.log_every_steps = 50
     c.train.distributed = False  # call jax.distributed.initialize() (several hosts)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.after_training = False  # train.py evaluates the final checkpoint on eval.dataset
+    c.eval.dataset = "synthetic"
+    c.eval.batch_size = 8  # sequences tracked together
+    c.eval.crop = "host"  # "host" (OpenCV, exact) or "device"
+    c.eval.max_sequences = 0  # 0: all
 
     c.test = ml_collections.ConfigDict()
     c.test.template_factor = 2.0

@@ -1,0 +1,105 @@
+"""Evaluate a GRM on a benchmark: track every sequence (batched), write the official result files, score them.
+
+Used by ``eval.py`` and by ``train.py``'s evaluation after training. Reruns skip sequences whose result file
+exists. The built-in ``synthetic`` benchmark is the held-out (``val``) split of the synthetic tracking dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from grm_jax.config import test_threshold
+from grm_jax.evaluate import report, results
+from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
+from grm_jax.models import build_model
+from grm_jax.track.tracker import BatchTracker, TrackerParams, track_sequences
+
+
+class FrameReadError(OSError):
+    """A frame file cannot be read (the message names it)."""
+
+
+def read_frame_rgb(path: str) -> np.ndarray:
+    """``cv2.imread`` → RGB uint8 (spec §5.2); a missing or unreadable file raises naming it."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrameReadError(f"cannot read frame {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def synthetic_benchmark(config, data_dir) -> tuple[list[Sequence], object]:
+    """The held-out synthetic sequences (``val`` split of ``config.data.synthetic``), prepared if needed.
+
+    Frames are (source, sequence, frame) references read through the returned source.
+    """
+    from grm_jax.data.datasets import make_builder, prepare
+    from grm_jax.data.source import DatasetSource
+
+    builder = make_builder("synthetic_tracking", data_dir, config=synthetic_builder_config(config))
+    prepare(builder, None)
+    source = DatasetSource(builder.data_dir, "val")
+    sequences = []
+    for i in range(source.num_sequences):
+        info = source.sequence_info(i)
+        boxes = np.stack([np.asarray(source.record(i, t)["box"], np.float64) for t in range(info.length)])
+        sequences.append(Sequence(name=f"synthetic-{i:03d}", frames=[(i, t) for t in range(info.length)],
+                                  gt=boxes, dataset="lasot", visible=info.visible))
+    return sequences, source
+
+
+def synthetic_builder_config(config):
+    from grm_jax.data.datasets import synthetic_config
+
+    s = config.data.synthetic
+    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length)
+
+
+def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_size: int = 8, crop: str = "host",
+             threshold: float | None = None, sequence_list=None, max_sequences: int | None = None,
+             progress: bool = True) -> dict:
+    """Track ``dataset`` (a benchmark name of ``load_benchmark`` or ``synthetic``) and return its summary.
+
+    Writes ``results_dir/<sequence>.txt`` (and ``_time.txt`` where the official code does), then
+    ``results_dir/report_<dataset>.md`` with the success / precision plots.
+    """
+    results_dir = pathlib.Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if dataset == "synthetic":
+        sequences, source = synthetic_benchmark(config, data_dir)
+        read = lambda ref: source.frame(*ref)[0]
+    else:
+        sequences = load_benchmark(dataset, data_dir, sequence_list)
+        read = read_frame_rgb
+    if max_sequences:
+        sequences = sequences[:max_sequences]
+    tau = test_threshold(config, dataset) if threshold is None else float(threshold)
+    params = TrackerParams.from_config(config, crop=crop)
+    params = TrackerParams(**{**params.__dict__, "threshold": tau})
+    todo = [s for s in sequences if not results.is_done(results_dir, s, dataset)]
+    model = build_model(config)
+    if todo:
+        tracker = BatchTracker(model, variables, params, batch_size=min(batch_size, len(todo)))
+        bar = tqdm(total=sum(len(s.frames) for s in todo), desc=f"track {dataset}", unit="frame",
+                   disable=not progress)
+        start = time.perf_counter()
+
+        def done(index, result):
+            seq = todo[index]
+            results.write_results(results_dir, seq.name, dataset, result.boxes, result.times)
+            bar.update(len(seq.frames))
+            bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - start):.1f}")
+
+        track_sequences(tracker, [(s.frames, s.gt[0]) for s in todo], read_frame=read, on_done=done)
+        bar.close()
+    if dataset in ("got10k_test", "trackingnet"):
+        return {"results_dir": str(results_dir), "note": "no local ground truth: submit the result files"}
+    raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
+    written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
+    return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
+                threshold=tau, plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})

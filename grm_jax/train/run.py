@@ -1,0 +1,53 @@
+"""What ``train.py`` does: open the configured datasets, train, then (optionally) evaluate the result."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+
+from grm_jax.train.loop import train
+
+
+def open_training_sources(config: ml_collections.ConfigDict) -> list:
+    """One source per ``config.data.datasets`` name, from ``config.data.data_dir``.
+
+    ``SYNTHETIC`` is generated and prepared on first use (``config.data.synthetic``); the real datasets must
+    have been prepared with ``python -m grm_jax.data.datasets`` (nothing is downloaded).
+    """
+    from grm_jax.data.datasets import make_builder, prepare
+    from grm_jax.data.source import DatasetSource
+    from grm_jax.evaluate.run import synthetic_builder_config
+
+    sources = []
+    for name in config.data.datasets:
+        if name == "SYNTHETIC":
+            builder = make_builder("synthetic_tracking", config.data.data_dir,
+                                   config=synthetic_builder_config(config))
+            prepare(builder, None)
+            sources.append(DatasetSource(builder.data_dir, "train"))
+        else:
+            sources.append(DatasetSource.open(name, config.data.data_dir))
+    return sources
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); evaluate if ``config.eval.after_training``."""
+    from grm_jax.data.pipeline import make_train_batches
+
+    workdir = pathlib.Path(workdir)
+    sources = open_training_sources(config)
+    result = train(config, workdir, lambda start: make_train_batches(config, sources, start))
+    out = {"train": result.history[-1] if result.history else {}, "workdir": str(workdir)}
+    if config.eval.after_training:
+        from grm_jax.evaluate.run import evaluate
+
+        variables = {"params": result.state["params"], "batch_stats": result.state["batch_stats"]}
+        evaluation = evaluate(config, variables, config.eval.dataset, config.data.data_dir,
+                              workdir / "results" / config.eval.dataset, batch_size=config.eval.batch_size,
+                              crop=config.eval.crop, max_sequences=config.eval.max_sequences or None)
+        out["eval"] = evaluation
+        (workdir / "eval_summary.json").write_text(json.dumps(
+            {k: v for k, v in evaluation.items() if k != "plots"}, indent=1, default=str))
+    return out
