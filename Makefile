@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-test.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m grm_jax.demo
+	$(PY) train.py --workdir runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

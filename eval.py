@@ -51,8 +51,15 @@ def main(argv):
     data_dir = _DATA_DIR.value or config.data.data_dir
     if _ANALYZE.value:
         from grm_jax.evaluate import report
+        from grm_jax.evaluate.run import load_sequences
 
-        return report.main(["--dataset", _DATASET.value, "--data_dir", data_dir, *argv[1:]])
+        sequences, _ = load_sequences(config, _DATASET.value, data_dir, _SEQUENCES.value)
+        dirs, names = report.parse_result_dirs(argv[1:])
+        out_dir = _RESULTS.value or "."
+        written = report.write_report(dirs, sequences, out_dir, _DATASET.value, names)
+        print(pathlib.Path(written["markdown"]).read_text())
+        print(f"plots: {', '.join(v for k, v in written.items() if k not in ('markdown', 'summaries'))}")
+        return 0
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from grm_jax.config import validate

@@ -232,7 +232,7 @@ def _progress(items, description):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _parse_dirs(specs: SequenceABC[str]) -> tuple[list[str], list[str] | None]:
+def parse_result_dirs(specs: SequenceABC[str]) -> tuple[list[str], list[str] | None]:
     """``DIR`` or ``NAME=DIR`` arguments -> (dirs, names or None)."""
     dirs, names = [], []
     for spec in specs:
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sequences = load_benchmark(args.dataset, args.data_dir, args.sequence_list, check_frames=not args.no_frame_check)
-    dirs, names = _parse_dirs(args.result_dirs)
+    dirs, names = parse_result_dirs(args.result_dirs)
     out = write_report(dirs, sequences, args.out or f"report_{args.dataset}", args.dataset, names, args.skip_missing)
     with open(out["markdown"], encoding="utf-8") as f:
         sys.stdout.write(f.read())

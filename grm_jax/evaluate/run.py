@@ -53,6 +53,14 @@ def synthetic_benchmark(config, data_dir) -> tuple[list[Sequence], object]:
     return sequences, source
 
 
+def load_sequences(config, dataset: str, data_dir, sequence_list=None):
+    """``(sequences, read_frame)`` of a benchmark name or ``synthetic``."""
+    if dataset == "synthetic":
+        sequences, source = synthetic_benchmark(config, data_dir)
+        return sequences, lambda ref: source.frame(*ref)[0]
+    return load_benchmark(dataset, data_dir, sequence_list), read_frame_rgb
+
+
 def synthetic_builder_config(config):
     from grm_jax.data.datasets import synthetic_config
 
@@ -70,12 +78,7 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     """
     results_dir = pathlib.Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    if dataset == "synthetic":
-        sequences, source = synthetic_benchmark(config, data_dir)
-        read = lambda ref: source.frame(*ref)[0]
-    else:
-        sequences = load_benchmark(dataset, data_dir, sequence_list)
-        read = read_frame_rgb
+    sequences, read = load_sequences(config, dataset, data_dir, sequence_list)
     if max_sequences:
         sequences = sequences[:max_sequences]
     tau = test_threshold(config, dataset) if threshold is None else float(threshold)
