@@ -63,8 +63,11 @@ def test_eval_py_device_crop_and_analyze_only(small_run):
         assert ours.shape == ref.shape
         # Device crops equal OpenCV's when downscaling; integer result files differ by at most a pixel here.
         assert np.abs(ours - ref).max() <= 1, path.name
-    proc = _run(["eval.py", "--analyze_only", *overrides[:1], f"host={host}", f"device={base / 'device'}"])
+    proc = _run(["eval.py", "--analyze_only", *overrides, "--results_dir", str(base / "report"), f"host={host}",
+                 f"device={base / 'device'}"])
     assert proc.returncode == 0, proc.stderr[-4000:]
+    table = (base / "report" / "report_synthetic.md").read_text()
+    assert "| host |" in table and "| device |" in table
 
 
 def test_eval_py_names_a_missing_checkpoint(tmp_path):
