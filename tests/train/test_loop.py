@@ -134,3 +134,18 @@ def test_nan_stops_the_run_without_a_nan_checkpoint(tmp_path):
     assert (tmp_path / "nonfinite_step3.json").exists()
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [1, 2, 3]  # steps 0..2 finished and were saved; the NaN step 3 was not
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_saves_and_stops(tmp_path):
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(tmp_path), "40", "1", "--ckpt_every", "1000"],
+                            env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+        time.sleep(0.2)  # the first step (and its compilation) is done once a metrics line is written
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 1 <= saved[0] < 40  # saved where it stopped, not at a scheduled step
+    assert f"SIGTERM: saved step {saved[0]}; stopping" in stdout

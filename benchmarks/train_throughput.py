@@ -1,0 +1,91 @@
+"""Samples/s and peak memory of the GRM train step (per-device step under pmap, synthetic batches in memory).
+
+    python benchmarks/train_throughput.py                       # tiny at batch 2, 8, 32
+    python benchmarks/train_throughput.py --configs grm_tiny,grm_vitb256 --batches 1,2 --steps 3
+
+Prints a Markdown table: config, per-device batch, devices, compile seconds, step ms (median), samples/s and the
+process's peak resident memory (CPU) or the device's peak bytes in use (GPU/TPU, from memory_stats()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import resource
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import jax_utils  # noqa: E402
+
+from grm_jax.config import load_config_file  # noqa: E402
+from grm_jax.models import build_model  # noqa: E402
+from grm_jax.train.loop import init_train_state  # noqa: E402
+from grm_jax.train.optimizer import make_optimizer  # noqa: E402
+from grm_jax.train.step import AXIS, make_train_step  # noqa: E402
+
+
+def peak_memory_mb() -> float:
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
+    config = load_config_file(str(ROOT / "configs" / f"{name}.py"))
+    config.model.dtype = dtype
+    config.train.batch_size = batch
+    n = jax.local_device_count()
+    model = build_model(config)
+    state = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
+    optimizer = make_optimizer(config, state.params, 100)
+    step = jax.pmap(make_train_step(model, optimizer, config, 100), axis_name=AXIS)
+    state = jax_utils.replicate(state)
+    key = jax_utils.replicate(jax.random.PRNGKey(0))
+    m = config.model
+    rng = np.random.default_rng(0)
+    grid = (m.template_size // m.patch_size) ** 2
+    data = dict(template=rng.normal(size=(n, batch, m.template_size, m.template_size, 3)).astype(np.float32),
+                search=rng.normal(size=(n, batch, m.search_size, m.search_size, 3)).astype(np.float32),
+                template_mask=np.ones((n, batch, grid), np.float32),
+                search_anno=np.tile(np.float32([0.3, 0.3, 0.25, 0.3]), (n, batch, 1)))
+    start = time.perf_counter()
+    state, metrics = step(state, data, key)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, data, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    return dict(config=name, batch=batch, devices=n, dtype=dtype, compile_s=compile_s, step_ms=1e3 * median,
+                samples_s=batch * n / median, peak_mb=peak_memory_mb())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="grm_tiny")
+    parser.add_argument("--batches", default="2,8,32")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    print(f"devices: {jax.devices()}\n")
+    print("| config | batch/device | devices | dtype | compile s | step ms | samples/s | peak MB |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    for name in args.configs.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            r = measure(name, batch, args.steps, args.dtype)
+            print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {r['compile_s']:.1f} | "
+                  f"{r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
