@@ -6,19 +6,12 @@ Same code path as GRM-B/256 with smaller sizes: embed dim 192, depth 4, 3 heads,
 Demo:   make demo
 """
 
-from grm_jax.config import base_config
+from grm_jax.config import base_config, set_tiny_model
 
 
 def get_config(arg=None):
     del arg
     c = base_config()
-    c.model.backbone = "custom"
-    c.model.embed_dim = 192
-    c.model.depth = 4
-    c.model.num_heads = 3
-    c.model.template_size = 64
-    c.model.search_size = 128
-    c.model.head_channels = 64
-    c.model.pretrain_file = ""
+    set_tiny_model(c.model)
     c.train.batch_size = 2
     return c

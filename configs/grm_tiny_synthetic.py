@@ -7,21 +7,14 @@ Same model code as GRM-B/256 at toy size (embed 192, depth 4, 3 heads, template 
 from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split.
 """
 
-from grm_jax.config import base_config
+from grm_jax.config import base_config, set_tiny_model
 
 
 def get_config(arg=None):
     del arg
     c = base_config()
-    c.model.backbone = "custom"
-    c.model.embed_dim = 192
-    c.model.depth = 4
-    c.model.num_heads = 3
-    c.model.template_size = 64
-    c.model.search_size = 128
-    c.model.head_channels = 64
+    set_tiny_model(c.model)
     c.model.drop_path_rate = 0.0
-    c.model.pretrain_file = ""
     c.data.datasets = ("SYNTHETIC",)
     c.data.ratios = (1.0,)
     c.data.synthetic.num_train = 24

@@ -108,6 +108,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def set_tiny_model(model: ml_collections.ConfigDict) -> None:
+    """The small GRM of the reference fixtures: embed 192, depth 4, 3 heads, template 64 px / search 128 px (4×4 +
+    8×8 tokens), head channels 64; predictor 384 → 384 → 192 → 2 as in GRM-B."""
+    model.backbone = "custom"
+    model.embed_dim = 192
+    model.depth = 4
+    model.num_heads = 3
+    model.template_size = 64
+    model.search_size = 128
+    model.head_channels = 64
+    model.pretrain_file = ""
+
+
 def test_threshold(config: ml_collections.ConfigDict, dataset: str) -> float:
     """τ = TEST.HYPER[dataset.upper()] if present, else TEST.HYPER.DEFAULT (spec §5.4)."""
     hyper = config.test.hyper

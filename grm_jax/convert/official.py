@@ -11,7 +11,6 @@ import pathlib
 from collections.abc import Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
@@ -20,7 +19,7 @@ from grm_jax.convert import pth_io
 from grm_jax.convert.pos_embed import resize_pos_embed
 from grm_jax.convert.state_dict import (StateDictMismatchError, state_dict_to_variables, torch_key_to_flax,
                                         torch_to_flax_array, unwrap_checkpoint, variables_to_state_dict)
-from grm_jax.models import build_model
+from grm_jax.models import build_model, example_inputs
 
 # Official pretrained backbones accepted by build_grm (spec §1.10), with their patch_start_index.
 PRETRAINED_START_INDEX = {
@@ -34,19 +33,13 @@ PRETRAINED_START_INDEX = {
 def variable_shapes(config: ml_collections.ConfigDict) -> dict:
     """``jax.eval_shape`` of the model's variables for ``config`` (no memory, no compute)."""
     model = build_model(config)
-    m = config.model
-    z = jnp.zeros((1, m.template_size, m.template_size, 3))
-    x = jnp.zeros((1, m.search_size, m.search_size, 3))
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *example_inputs(config)))
 
 
 def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
     """Freshly initialised variables (spec §1.10 initialisers) for ``config``."""
     model = build_model(config)
-    m = config.model
-    z = jnp.zeros((1, m.template_size, m.template_size, 3))
-    x = jnp.zeros((1, m.search_size, m.search_size, 3))
-    return jax.device_get(jax.jit(model.init)(jax.random.PRNGKey(seed), z, x))
+    return jax.device_get(jax.jit(model.init)(jax.random.PRNGKey(seed), *example_inputs(config)))
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:

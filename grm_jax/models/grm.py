@@ -126,6 +126,13 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
     )
 
 
+def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> tuple:
+    """Zero template and search images of ``config``'s sizes (NHWC), for ``init`` and shape evaluation."""
+    m = config.model
+    return (jnp.zeros((batch, m.template_size, m.template_size, 3)),
+            jnp.zeros((batch, m.search_size, m.search_size, 3)))
+
+
 def to_official_layout(outputs: dict) -> dict:
     """Map :class:`GRM` outputs to the official PyTorch layouts (the one place that knows them).
 

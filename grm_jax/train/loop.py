@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from grm_jax import checkpoints as model_checkpoints
-from grm_jax.models import build_model
+from grm_jax.models import build_model, example_inputs
 from grm_jax.train import checkpoint as ckpt
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.parallel import RUNNERS
@@ -54,10 +54,7 @@ class TrainResult:
 
 def init_train_state(config, model, optimizer_factory) -> TrainState:
     """Fresh variables (seed ``config.train.seed``) or those of ``config.train.init_checkpoint``."""
-    m = config.model
-    z = jnp.zeros((1, m.template_size, m.template_size, 3))
-    x = jnp.zeros((1, m.search_size, m.search_size, 3))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(config.train.seed), z, x)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(config.train.seed), *example_inputs(config))
     if config.train.init_checkpoint:
         loaded, _ = model_checkpoints.load_variables(config.train.init_checkpoint)
         variables = {**variables, **loaded}
