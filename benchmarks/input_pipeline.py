@@ -102,7 +102,7 @@ def main():
 
         print(f"\nbatch {args.batch_size}, template {args.template_size}, search {args.search_size}, "
               f"{args.threads} thread(s) per process, {os.cpu_count()} CPUs; {args.batches} timed batches\n")
-        print(f"| dataset | workers | samples/s |\n|---|---|---|")
+        print("| dataset | workers | samples/s |\n|---|---|---|")
         for name, source in sources.items():
             for workers in (int(w) for w in args.workers.split(",")):
                 rate = measure(config, source, workers, args.batches, args.warmup, args.threads)

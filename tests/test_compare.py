@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from conftest import OFFICIAL, ROOT
 from grm_jax import compare

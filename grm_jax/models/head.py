@@ -28,8 +28,8 @@ class BatchNorm(nn.Module):
 
     Normalises with the biased batch variance but updates ``var`` with the unbiased one (×n/(n−1), n = B·H·W),
     as PyTorch does; Flax's own BatchNorm keeps the biased one. ``num_batches_tracked`` counts training passes,
-    as PyTorch's buffer does (kept so a converted checkpoint round-trips exactly). With ``axis_name`` set, the batch statistics are
-    averaged over that mapped axis (synchronised BN; equal per-device batches assumed).
+    as PyTorch's buffer does (kept so a converted checkpoint round-trips exactly). With ``axis_name`` set, the
+    batch statistics are averaged over that mapped axis (synchronised BN; equal per-device batches assumed).
     """
 
     momentum: float = BN_MOMENTUM

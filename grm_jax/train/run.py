@@ -33,7 +33,7 @@ def open_training_sources(config: ml_collections.ConfigDict) -> list:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); evaluate if ``config.eval.after_training``."""
+    """Train ``config`` in ``workdir`` (resuming from its checkpoints); evaluate if ``config.eval.after_training``."""
     from grm_jax.data.pipeline import make_train_batches
 
     workdir = pathlib.Path(workdir)
