@@ -2,6 +2,7 @@
 
   python eval.py --config configs/grm_vitb256.py --checkpoint ckpt/grm --dataset lasot --data_dir /data/LaSOT
   python eval.py --analyze_only --dataset lasot --data_dir /data/LaSOT results/ours official=raw/GRM_lasot
+  python eval.py --vis_dir runs/demo/vis --vis_sequences synthetic-000 --vis_every 10   # overlay video + grids
 
 With no flags: re-evaluates the demo run (``runs/demo``, from ``make demo``) on the held-out synthetic sequences.
 ``--checkpoint`` is an Orbax directory (a training run's workdir, its ``checkpoints/`` or a converted checkpoint)
@@ -26,22 +27,12 @@ _BATCH = flags.DEFINE_integer("batch_size", None, "sequences tracked together (d
 _CROP = flags.DEFINE_enum("crop", None, ["host", "device"], "crop path (default config.eval.crop)")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "override the dataset's division threshold")
 _SEQUENCES = flags.DEFINE_string("sequence_list", None, "file with the sequence names to evaluate")
+_VIS_DIR = flags.DEFINE_string("vis_dir", None, "write an overlay video per sequence and token-division grids "
+                               "(grm_jax.viz) into this folder; those sequences are tracked again")
+_VIS_SEQUENCES = flags.DEFINE_list("vis_sequences", None, "sequence names to visualise (default: all)")
+_VIS_EVERY = flags.DEFINE_integer("vis_every", 10, "token grid every N frames of a visualised sequence")
 _ANALYZE = flags.DEFINE_bool("analyze_only", False, "only score existing result folders (positional arguments, "
                              "DIR or NAME=DIR) and write the ranked report")
-
-
-def _variables(path: pathlib.Path, config):
-    from grm_jax import checkpoints
-
-    if path.is_file():
-        from grm_jax.convert.official import official_to_variables
-
-        return official_to_variables(path, config)
-    for candidate in (path / "checkpoints", path):
-        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
-            variables, _ = checkpoints.load_variables(candidate)
-            return variables
-    raise FileNotFoundError(f"no checkpoint in {path} (expected an Orbax directory or a .pth file)")
 
 
 def main(argv):
@@ -63,16 +54,25 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from grm_jax.config import validate
-    from grm_jax.evaluate.run import evaluate
+    from grm_jax.evaluate.run import evaluate, load_checkpoint_variables
 
     validate(config)
     checkpoint = pathlib.Path(_CHECKPOINT.value)
-    variables = _variables(checkpoint, config)
+    variables = load_checkpoint_variables(checkpoint, config)
     results_dir = _RESULTS.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "results" / \
         _DATASET.value
+    recorder = None
+    if _VIS_DIR.value:
+        from grm_jax.viz.video import OverlayRecorder
+
+        recorder = OverlayRecorder(_VIS_DIR.value, config.model.patch_size, every=_VIS_EVERY.value)
     out = evaluate(config, variables, _DATASET.value, data_dir, results_dir,
                    batch_size=_BATCH.value or config.eval.batch_size, crop=_CROP.value or config.eval.crop,
-                   threshold=_THRESHOLD.value, sequence_list=_SEQUENCES.value)
+                   threshold=_THRESHOLD.value, sequence_list=_SEQUENCES.value, on_frame=recorder,
+                   on_frame_sequences=_VIS_SEQUENCES.value)
+    if recorder is not None:
+        recorder.close()
+        print(f"visualisations: {len(recorder.written)} files in {_VIS_DIR.value}")
     if "scores" in out:
         print(f"{_DATASET.value} (threshold {out['threshold']}): "
               + ", ".join(f"{k} {v:.1f}" for k, v in out["scores"].items()))

@@ -68,13 +68,34 @@ def synthetic_builder_config(config):
     return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length)
 
 
+def load_checkpoint_variables(path, config) -> dict:
+    """Model variables from an official ``.pth``/``.pth.tar`` file (mapped with ``config``) or an Orbax directory
+    (a training workdir, its ``checkpoints/`` or a converted checkpoint; latest step)."""
+    from grm_jax import checkpoints
+
+    path = pathlib.Path(path)
+    if path.is_file():
+        from grm_jax.convert.official import official_to_variables
+
+        return official_to_variables(path, config)
+    for candidate in (path / "checkpoints", path):
+        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+            variables, _ = checkpoints.load_variables(candidate)
+            return variables
+    raise FileNotFoundError(f"no checkpoint in {path} (expected an Orbax directory or a .pth file)")
+
+
 def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_size: int = 8, crop: str = "host",
              threshold: float | None = None, sequence_list=None, max_sequences: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, on_frame=None, on_frame_sequences=None) -> dict:
     """Track ``dataset`` (a benchmark name of ``load_benchmark`` or ``synthetic``) and return its summary.
 
     Writes ``results_dir/<sequence>.txt`` (and ``_time.txt`` where the official code does), then
     ``results_dir/report_<dataset>.md`` with the success / precision plots.
+
+    ``on_frame(sequence, t, frame, box, outputs)`` (e.g. :class:`grm_jax.viz.video.OverlayRecorder`) sees every
+    frame of the sequences named in ``on_frame_sequences`` (None: all); those are tracked even when their result
+    file exists (it is rewritten with the same boxes).
     """
     results_dir = pathlib.Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +105,9 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     tau = test_threshold(config, dataset) if threshold is None else float(threshold)
     params = TrackerParams.from_config(config, crop=crop)
     params = TrackerParams(**{**params.__dict__, "threshold": tau})
-    todo = [s for s in sequences if not results.is_done(results_dir, s, dataset)]
+    chosen = None if on_frame_sequences is None else set(on_frame_sequences)
+    watched = set() if on_frame is None else {s.name for s in sequences if chosen is None or s.name in chosen}
+    todo = [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)]
     model = build_model(config)
     if todo:
         tracker = BatchTracker(model, variables, params, batch_size=min(batch_size, len(todo)))
@@ -98,7 +121,12 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
             bar.update(len(seq.frames))
             bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - start):.1f}")
 
-        track_sequences(tracker, [(s.frames, s.gt[0]) for s in todo], read_frame=read, on_done=done)
+        def frame_hook(index, t, frame, box, outputs):
+            if todo[index].name in watched:
+                on_frame(todo[index], t, frame, box, outputs)
+
+        track_sequences(tracker, [(s.frames, s.gt[0]) for s in todo], read_frame=read, on_done=done,
+                        on_frame=frame_hook if watched else None)
         bar.close()
     if dataset in ("got10k_test", "trackingnet"):
         return {"results_dir": str(results_dir), "note": "no local ground truth: submit the result files"}

@@ -85,6 +85,7 @@ def make_network_step(model, window: np.ndarray) -> Callable:
     """Compiled ``(variables, z, x, template_mask, threshold) → (box, maps)``; box normalised (cx,cy,w,h).
 
     The box is decoded on the Hann-windowed score map (size/offset from the raw maps). ``threshold`` is traced.
+    ``maps["decisions"]`` is each division layer's token choice, (L−1,B,Ns) int8, 1 = interacts with the template.
     """
     window = jnp.asarray(window)[None, :, :, None]
 
@@ -92,7 +93,8 @@ def make_network_step(model, window: np.ndarray) -> Callable:
         out = model.apply(variables, z, x, template_mask, threshold=threshold)
         box = decode_boxes(out["score_map"] * window, out["size_map"], out["offset_map"])
         return box, dict(score_map=out["score_map"], size_map=out["size_map"], offset_map=out["offset_map"],
-                         interaction_ratio=out["interaction_ratio"])
+                         interaction_ratio=out["interaction_ratio"],
+                         decisions=jnp.argmax(out["decisions"], axis=-1).astype(jnp.int8))
 
     return jax.jit(step)
 
@@ -109,7 +111,7 @@ def make_device_step(model, window: np.ndarray, search_factor: float, search_siz
         crops, rf = device_crop.sample_target(frames, state, search_factor, search_size)
         x = device_crop.normalize(crops)
         box, maps = network(variables, z, x, template_mask, threshold)
-        return box, rf, maps
+        return box, rf, dict(maps, search_crop=crops.astype(jnp.uint8))
 
     return jax.jit(step)
 
@@ -159,7 +161,9 @@ class BatchTracker:
 
     def track(self, frames: Sequence[np.ndarray | None]) -> tuple[np.ndarray, dict]:
         """Advance every slot whose frame is given (None: idle slot, state kept). Returns (B,4) boxes and the
-        per-slot network outputs (search crops' maps, resize factors)."""
+        per-slot network outputs, each with the slot first: the search crops' maps, ``interaction_ratio``
+        (B,L−1), ``decisions`` (B,L−1,Ns) int8 (1 = interacts), ``search_crop`` (B,S,S,3) uint8 (zeros for an
+        idle slot), ``crop_box`` (B,4) normalised (cx,cy,w,h) in the crop, ``resize_factor``, ``active``."""
         p = self.params
         active = np.array([f is not None for f in frames])
         if self.device_step is not None:
@@ -180,6 +184,8 @@ class BatchTracker:
                     crops[i], rf[i], _ = sample_target(frame, self.state[i], p.search_factor, p.search_size)
                     x[i] = normalize_image(crops[i])
             box, maps = self.network(self.variables, self.z, x, self.template_mask, self.threshold)
+            maps = dict(maps, search_crop=np.stack([c if c is not None else np.zeros(x.shape[1:], np.uint8)
+                                                    for c in crops]))
         pixels = crop_box_to_pixels(np.asarray(box), p.search_size, rf)
         mapped = map_box_back(pixels, self.state, rf, p.search_size)
         for i, frame in enumerate(frames):
@@ -187,6 +193,8 @@ class BatchTracker:
                 height, width = frame.shape[:2]
                 self.state[i] = clip_box(mapped[i], height, width, margin=10)
         maps = {k: np.asarray(v) for k, v in maps.items()}
+        maps["decisions"] = np.moveaxis(maps["decisions"], 0, 1)  # slot first, like every other output
+        maps["crop_box"] = np.asarray(box)
         maps["resize_factor"] = rf
         maps["active"] = active
         return self.state.copy(), maps
@@ -216,12 +224,16 @@ class SequenceResult:
 
 def track_sequences(tracker: BatchTracker, sequences: Iterable[tuple[Sequence, Any]],
                     read_frame: Callable[[Any], np.ndarray] = lambda f: f,
-                    on_done: Callable[[int, SequenceResult], None] | None = None) -> list[SequenceResult]:
+                    on_done: Callable[[int, SequenceResult], None] | None = None,
+                    on_frame: Callable[[int, int, np.ndarray, np.ndarray, dict], None] | None = None
+                    ) -> list[SequenceResult]:
     """Track every ``(frames, init_box)`` of ``sequences`` with ``tracker``'s B slots kept busy.
 
     ``frames`` is a sequence of images or of whatever ``read_frame`` turns into an (H,W,3) uint8 RGB image.
     A finished sequence frees its slot for the next one; idle slots are skipped in the batch (their rows are
-    computed on zeros and dropped). ``on_done(index, result)`` is called as each sequence finishes.
+    computed on zeros and dropped). ``on_done(index, result)`` is called as each sequence finishes;
+    ``on_frame(index, t, frame, box, outputs)`` after each frame t (t = 0: the initial box, ``outputs`` empty;
+    else the slot's row of :meth:`BatchTracker.track`'s outputs).
     Per-frame time is the batch step's wall time (shared by the slots it served).
     """
     pending = list(enumerate(sequences))[::-1]
@@ -232,8 +244,11 @@ def track_sequences(tracker: BatchTracker, sequences: Iterable[tuple[Sequence, A
         while pending:
             index, (frames, init_box) = pending.pop()
             start = time.perf_counter()
-            tracker.initialize(i, read_frame(frames[0]), init_box)
+            first = read_frame(frames[0])
+            tracker.initialize(i, first, init_box)
             slot = Slot(index, frames, 1, [np.asarray(init_box, np.float64)], [time.perf_counter() - start])
+            if on_frame is not None:
+                on_frame(index, 0, first, slot.boxes[0], {})
             if len(frames) > 1:
                 slots[i] = slot
                 return
@@ -251,13 +266,15 @@ def track_sequences(tracker: BatchTracker, sequences: Iterable[tuple[Sequence, A
     while any(slots):
         frames = [read_frame(s.frames[s.frame]) if s is not None else None for s in slots]
         start = time.perf_counter()
-        boxes, _ = tracker.track(frames)
+        boxes, outputs = tracker.track(frames)
         elapsed = time.perf_counter() - start
         for i, slot in enumerate(slots):
             if slot is None:
                 continue
             slot.boxes.append(boxes[i].copy())
             slot.times.append(elapsed)
+            if on_frame is not None:
+                on_frame(slot.index, slot.frame, frames[i], slot.boxes[-1], {k: v[i] for k, v in outputs.items()})
             slot.frame += 1
             if slot.frame == len(slot.frames):
                 finish(slot)

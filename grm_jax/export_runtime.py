@@ -1,0 +1,87 @@
+"""Run an exported GRM tracker (:mod:`grm_jax.export`) with nothing but jax, numpy and the standard library.
+
+This file is copied into every artefact folder; use it from there::
+
+    import sys; sys.path.insert(0, "ARTEFACT_DIR")
+    from export_runtime import ExportedTracker
+    tracker = ExportedTracker("ARTEFACT_DIR")
+    tracker.initialize(first_frame_rgb_uint8, (x, y, w, h))
+    box = tracker.track(next_frame_rgb_uint8)              # (x, y, w, h) float32, pixels
+
+Batched: ``initialize_batch(frames (B,H,W,3), boxes (B,4))`` then ``track_batch(frames) → (B,4)``; the B
+sequences advance together (one frame size per batch). Frames are RGB uint8. The programs run on the default
+device (CPU or CUDA GPU, whichever jax finds and the artefact was exported for).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+from jax import export
+
+
+def nest(flat: dict) -> dict:
+    """{'params/a/b': array} → {'params': {'a': {'b': array}}}."""
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split("/")
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return tree
+
+
+class ExportedTracker:
+    """The tracker of an artefact folder: ``initialize`` / ``track`` for one sequence, ``*_batch`` for several.
+
+    ``threshold``: division threshold (default: the one recorded at export time, ``meta['threshold']``).
+    """
+
+    def __init__(self, path, threshold: float | None = None):
+        path = pathlib.Path(path)
+        self.meta = json.loads((path / "meta.json").read_text())
+        self._prepare = export.deserialize(bytearray((path / "prepare.jax").read_bytes()))
+        self._track = export.deserialize(bytearray((path / "track.jax").read_bytes()))
+        with np.load(path / "variables.npz") as data:
+            self.variables = jax.device_put(nest({k: data[k] for k in data.files}))
+        self.threshold = np.float32(self.meta["threshold"] if threshold is None else threshold)
+        self._prepare_call = jax.jit(self._prepare.call)
+        self._track_call = jax.jit(self._track.call)
+        self.z = self.template_mask = self.state = None
+        self.last_outputs: dict = {}
+
+    def initialize_batch(self, frames, boxes) -> None:
+        """Template crops of ``frames`` (B,H,W,3) uint8 around ``boxes`` (B,4) x,y,w,h px; states ← boxes."""
+        frames = np.asarray(frames, np.uint8)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if frames.ndim != 4 or frames.shape[0] != boxes.shape[0]:
+            raise ValueError(f"frames {frames.shape} and boxes {boxes.shape} do not make a batch")
+        self.z, self.template_mask = self._prepare_call(frames, boxes)
+        self.state = jax.device_put(boxes)
+
+    def track_batch(self, frames) -> np.ndarray:
+        """One step for every sequence: ``frames`` (B,H,W,3) uint8 → boxes (B,4) float32 x,y,w,h px.
+
+        ``last_outputs`` keeps the step's ``score_map`` (B,S,S) and ``interaction_ratio`` (B,L−1) as NumPy.
+        """
+        if self.state is None:
+            raise RuntimeError("call initialize / initialize_batch first")
+        frames = np.asarray(frames, np.uint8)
+        if frames.shape[0] != self.state.shape[0]:
+            raise ValueError(f"{frames.shape[0]} frames for {self.state.shape[0]} initialised sequences")
+        out = self._track_call(self.variables, self.z, self.template_mask, frames, self.state, self.threshold)
+        self.state = out["state"]
+        self.last_outputs = {k: np.asarray(v) for k, v in out.items()}
+        return self.last_outputs["state"]
+
+    def initialize(self, frame, box) -> None:
+        """Single sequence: template crop of ``frame`` (H,W,3) uint8 around ``box`` (x,y,w,h px)."""
+        self.initialize_batch(np.asarray(frame)[None], np.asarray(box, np.float32)[None])
+
+    def track(self, frame) -> np.ndarray:
+        """Single sequence: the box (x,y,w,h px, float32) in ``frame`` (H,W,3) uint8."""
+        return self.track_batch(np.asarray(frame)[None])[0]

@@ -1,0 +1,142 @@
+"""The exported tracker (``grm_jax.export``) run by ``export_runtime`` alone against the Python tracker."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import OFFICIAL, ROOT
+from grm_jax import export as grm_export
+from grm_jax.data.processing import normalize_image, transform_box_to_crop
+from grm_jax.track.tracker import Tracker, TrackerParams, map_box_back
+
+# Float32 coordinates: one ulp is 3.1e-5 px between 256 and 512 px, so a float32 state cannot be within 1e-5 px
+# of the Python tracker's float64 one. On top, the crop-pixel box is the network's float32 output × crop size
+# (up to ~1000 px on this sequence), and the exported program may sum in another order than the jitted one
+# (score maps equal to ~3e-7): measured ≤ 2.3e-4 px over the sequence (batch 1 and 4). Tolerance: 1e-3 px, the
+# tracker tests' tolerance for XLA's summation order (a wrong formula is off by pixels).
+BOX_ATOL = 1e-3
+
+RUNNER = textwrap.dedent("""
+    import sys
+    for name in ("flax", "grm_jax", "cv2", "torch", "optax", "orbax", "ml_collections", "tensorflow_datasets"):
+        sys.modules[name] = None  # importing any of them now raises ImportError
+    for name in ("flax", "grm_jax"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(f"{name} is importable")
+    artefact, frames_path, out_path = sys.argv[1:]
+    sys.path.insert(0, artefact)
+    import numpy as np
+    from export_runtime import ExportedTracker
+
+    data = np.load(frames_path)
+    frames, box = data["frames"], data["init_box"]
+    tracker = ExportedTracker(artefact)
+    tracker.initialize(frames[0], box)
+    single = np.stack([tracker.track(f) for f in frames[1:]])
+    tracker.initialize_batch(np.stack([frames[0]] * 4), np.stack([box] * 4))
+    batch = np.stack([tracker.track_batch(np.stack([f] * 4)) for f in frames[1:]])
+    loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in
+                    ("flax", "grm_jax", "cv2", "torch", "optax", "orbax", "ml_collections"))
+    np.savez(out_path, single=single, batch=batch, score=tracker.last_outputs["score_map"],
+             loaded=np.array(loaded, dtype=str))
+""")
+
+
+@pytest.fixture(scope="module")
+def refs():
+    return dict(np.load(OFFICIAL / "tracker_refs.npz"))
+
+
+def _params(refs):
+    return TrackerParams(template_factor=2.0, template_size=64, search_factor=4.0, search_size=128,
+                         threshold=float(refs["threshold"]), crop="device")
+
+
+@pytest.fixture(scope="module")
+def python_boxes(tiny_model_and_variables, refs):
+    """Boxes and last score map of the Python tracker with the device crop on the reference sequence."""
+    model, variables = tiny_model_and_variables
+    tracker = Tracker(model, variables, _params(refs))
+    tracker.initialize(refs["frames"][0], refs["init_box"])
+    boxes = np.stack([tracker.track(f) for f in refs["frames"][1:]])
+    return boxes, tracker.last_outputs["score_map"][..., 0]
+
+
+def test_exported_tracker_runs_without_flax_and_matches_python(tmp_path, tiny_model_and_variables, refs,
+                                                              python_boxes):
+    model, variables = tiny_model_and_variables
+    artefact = grm_export.save_artefact(tmp_path / "art", model, variables, _params(refs))
+    assert sorted(p.name for p in artefact.iterdir()) == sorted(grm_export.FILES)
+    meta = json.loads((artefact / "meta.json").read_text())
+    assert meta["platforms"] == ["cpu", "cuda"] and meta["frame_size"] is None
+    np.savez(tmp_path / "frames.npz", frames=refs["frames"], init_box=refs["init_box"])
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # run from tmp_path: the repository is not on the path either
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(artefact), str(tmp_path / "frames.npz"),
+                           str(tmp_path / "out.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = np.load(tmp_path / "out.npz")
+    assert out["loaded"].size == 0, out["loaded"]
+    boxes, score = python_boxes
+    assert out["single"].shape == (39, 4) and out["batch"].shape == (39, 4, 4)
+    np.testing.assert_allclose(out["single"], boxes, rtol=0, atol=BOX_ATOL)
+    for row in range(4):  # four copies of the sequence in one batch: each row is the same track
+        np.testing.assert_allclose(out["batch"][:, row], boxes, rtol=0, atol=BOX_ATOL)
+    np.testing.assert_allclose(out["score"][0], score, rtol=0, atol=1e-5)  # model-parity tolerance
+
+
+def test_float32_map_back_and_template_pieces(refs):
+    rng = np.random.default_rng(0)
+    state = np.concatenate([rng.uniform(0, 300, (64, 2)), rng.uniform(5, 200, (64, 2))], axis=1)
+    pixels = rng.uniform(0, 500, (64, 4))
+    rf = rng.uniform(0.1, 2.0, 64)
+    ref = map_box_back(pixels, state, rf, 128)
+    ours = grm_export.map_box_back_f32(jnp.asarray(pixels, jnp.float32), jnp.asarray(state, jnp.float32),
+                                       jnp.asarray(rf, jnp.float32), 128)
+    # Inputs rounded to float32 and three float32 roundings of values below 1,000 px: within 2.5e-4 px.
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=0, atol=2.5e-4)
+    box, rf0 = refs["init_box"], float(refs["template_resize_factor"])
+    crop_box = grm_export.template_crop_box(jnp.asarray(box[None], jnp.float32), jnp.float32([rf0]), 64)
+    np.testing.assert_allclose(np.asarray(crop_box)[0], transform_box_to_crop(box, box, rf0, 64), atol=1e-6)
+    crop = refs["template_crop"][None].astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(grm_export.normalize_exact(jnp.asarray(crop)))[0],
+                                  normalize_image(refs["template_crop"]))  # bit-exact by construction
+
+
+def test_export_cli_fixed_frame_size(tmp_path, refs, python_boxes):
+    """``python -m grm_jax.export`` on the official ``.pth`` with a fixed frame size, CPU only; loaded in process."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
+        "PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "grm_jax.export", "--config", "configs/grm_tiny.py",
+                           "--checkpoint", str(OFFICIAL / "grm_tiny" / "state_dict.pth"), "--output",
+                           str(tmp_path / "art"), "--frame_size", "240,320", "--platforms", "cpu",
+                           "--threshold", str(float(refs["threshold"]))], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "exported tracker (cpu; batch symbolic, frame 240x320)" in proc.stdout
+    meta = json.loads((tmp_path / "art" / "meta.json").read_text())
+    assert meta["frame_size"] == [240, 320] and meta["platforms"] == ["cpu"]
+    from grm_jax.export_runtime import ExportedTracker
+
+    tracker = ExportedTracker(tmp_path / "art")
+    tracker.initialize(refs["frames"][0], refs["init_box"])
+    boxes = np.stack([tracker.track(f) for f in refs["frames"][1:6]])
+    np.testing.assert_allclose(boxes, python_boxes[0][:5], rtol=0, atol=BOX_ATOL)
+    with pytest.raises(ValueError, match="1 frames for 2"):
+        tracker.initialize_batch(np.stack([refs["frames"][0]] * 2), np.stack([refs["init_box"]] * 2))
+        tracker.track_batch(refs["frames"][1:2])
+    assert pathlib.Path(tmp_path / "art" / "export_runtime.py").read_text() == \
+        (ROOT / "grm_jax" / "export_runtime.py").read_text()
