@@ -102,7 +102,10 @@ def make_track_fn(model, params: TrackerParams):
         mapped = map_box_back_f32(pixels, state, rf, size)
         height, width = frames.shape[1:3]
         new = clip_box(mapped, jnp.float32(height), jnp.float32(width), margin=10)
-        return dict(state=new, score_map=maps["score_map"][..., 0], interaction_ratio=maps["interaction_ratio"])
+        # ``pixels`` and ``resize_factor`` let a runtime redo map-back and clip in float64 on the host, as the
+        # Python tracker does (export_runtime.py does; ``state`` is the all-float32 on-device answer).
+        return dict(state=new, pixels=pixels, resize_factor=rf, score_map=maps["score_map"][..., 0],
+                    interaction_ratio=maps["interaction_ratio"])
 
     return track
 
