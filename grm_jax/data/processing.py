@@ -1,7 +1,9 @@
-"""Crops and normalisation shared by training and tracking (spec §5.1, §5.2, §4.5 step 5).
+"""Crops, normalisation and the crop-frame ground truth shared by training and tracking (GRM_SPEC §5.1, §5.2,
+§4.5 step 5), bit-exact with the official code.
 
-The augmentation pipeline of §4.5 (jitter, flips, brightness, rejection) lives in ``grm_jax/data/transforms.py``
-and calls these functions.
+The rest of the training processing of §4.5 (joint transform, jitter, per-crop transform, rejection) lives in
+:mod:`grm_jax.data.transforms` and calls these functions; the tracker (:mod:`grm_jax.track.tracker`) uses them
+for its host-side crops.
 """
 
 from __future__ import annotations
@@ -13,43 +15,62 @@ import numpy as np
 
 from grm_jax.config import IMAGENET_MEAN, IMAGENET_STD
 
+__all__ = ["crop_paddings", "crop_window", "normalize_image", "sample_target", "transform_box_to_crop"]
+
 
 def crop_window(box, factor: float) -> tuple[int, int, int]:
-    """(x1, y1, crop_sz) of the square crop around ``box`` (x, y, w, h px) (spec §5.1 steps 1–2).
+    """``(x1, y1, crop_sz)`` of the square crop window around ``box`` = (x, y, w, h) px (§5.1 steps 1–2).
 
-    crop_sz = ceil(sqrt(w·h)·factor) (ValueError if < 1); x1 = round(x + w/2 − crop_sz/2), y1 likewise, with
-    Python's ``round`` (half to even).
+    crop_sz = ceil(sqrt(w·h)·factor), a ValueError naming the box if it is < 1 (or w·h ≤ 0);
+    x1 = round(x + 0.5·w − 0.5·crop_sz), y1 = round(y + 0.5·h − 0.5·crop_sz) with Python's ``round`` (half to
+    even, returns int), e.g. round(−29.5) = −30. The window is [x1, x1 + crop_sz) × [y1, y1 + crop_sz).
     """
     x, y, w, h = (float(v) for v in box)
-    crop_sz = math.ceil(math.sqrt(w * h) * factor) if w * h > 0 else 0
+    area = w * h
+    # The official math.sqrt raises on a negative area; a zero area gives crop_sz 0. Both are "too small".
+    crop_sz = math.ceil(math.sqrt(area) * factor) if area > 0 else 0
     if not crop_sz >= 1:
-        raise ValueError(f"box {tuple(box)} with factor {factor} gives an empty crop (crop_sz {crop_sz})")
+        raise ValueError(f"box {tuple(box)} with factor {factor} gives an empty crop (crop_sz {crop_sz} < 1)")
     x1 = round(x + 0.5 * w - crop_sz * 0.5)
     y1 = round(y + 0.5 * h - crop_sz * 0.5)
     return x1, y1, crop_sz
 
 
-def sample_target(image: np.ndarray, box, factor: float, output_size: int | None):
-    """The official ``sample_target``: (crop uint8 out×out×3, resize_factor, mask bool out×out, True = padding).
+def crop_paddings(x1: int, y1: int, crop_sz: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` padding of the window in an image of ``height`` × ``width`` (§5.1 step 3).
 
-    Window [x1, x1+crop_sz) × [y1, y1+crop_sz); paddings left = max(0, −x1), right = max(x2 − W + 1, 0),
-    top = max(0, −y1), bottom = max(y2 − H + 1, 0) (QUIRK +1: the last image row/column is never copied);
-    black constant padding; OpenCV INTER_LINEAR resize; the mask (ones, copied region 0) is resized as float and
-    cast to bool. resize_factor = output_size / crop_sz.
+    x2 = x1 + crop_sz, y2 = y1 + crop_sz; left = max(0, −x1), right = max(x2 − W + 1, 0), top = max(0, −y1),
+    bottom = max(y2 − H + 1, 0). QUIRK (+1): a window that reaches the right/bottom border never copies the last
+    image column/row; it is padding instead.
+    """
+    x2, y2 = x1 + crop_sz, y1 + crop_sz
+    return max(0, -x1), max(x2 - width + 1, 0), max(0, -y1), max(y2 - height + 1, 0)
+
+
+def sample_target(image: np.ndarray, box, factor: float, output_size: int | None):
+    """The official ``sample_target`` (§5.1): ``(crop uint8 out×out×3, resize_factor, mask bool out×out)``.
+
+    The copied region is ``image[y1 + top : y2 − bottom, x1 + left : x2 − right]`` (paddings from
+    :func:`crop_paddings`), padded with black (``cv2.copyMakeBorder``, ``BORDER_CONSTANT``) to crop_sz × crop_sz
+    and resized with ``cv2.resize`` (INTER_LINEAR). The padding mask (True = padding) is float64 ones of the padded
+    crop's shape with the copied region set to 0, resized the same way and cast to bool (any non-zero ⇒ True).
+    resize_factor = output_size / crop_sz.
+
+    As in the official code the slice uses plain NumPy indexing, so a window lying wholly outside the image gives
+    the same (degenerate) crop and mask the official code gives. With ``output_size=None`` nothing is resized and
+    ``(crop, 1.0, mask)`` is returned (the official returns ``(crop, mask, 1.0)`` in that case; the order here is
+    the same as with a size).
     """
     if not np.all(np.isfinite(np.asarray(box, np.float64))):
         raise ValueError(f"box {tuple(box)} is not finite")
     x1, y1, crop_sz = crop_window(box, factor)
     height, width = image.shape[:2]
+    left, right, top, bottom = crop_paddings(x1, y1, crop_sz, height, width)
     x2, y2 = x1 + crop_sz, y1 + crop_sz
-    left, right = max(0, -x1), max(x2 - width + 1, 0)
-    top, bottom = max(0, -y1), max(y2 - height + 1, 0)
     region = image[y1 + top:y2 - bottom, x1 + left:x2 - right]
     crop = cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_CONSTANT)
-    mask = np.ones((crop_sz, crop_sz), np.float32)
-    end_y = None if bottom == 0 else -bottom
-    end_x = None if right == 0 else -right
-    mask[top:end_y, left:end_x] = 0
+    mask = np.ones(crop.shape[:2], np.float64)  # np.ones default dtype, as the official att_mask
+    mask[top:(-bottom if bottom else None), left:(-right if right else None)] = 0.0
     if output_size is None:
         return crop, 1.0, mask.astype(bool)
     resize_factor = output_size / crop_sz
@@ -59,19 +80,24 @@ def sample_target(image: np.ndarray, box, factor: float, output_size: int | None
 
 
 def normalize_image(image_u8: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """(u8/255 − mean)/std in float32, HWC (spec §5.2)."""
+    """(u8 / 255 − mean) / std per channel, float32 HWC (§5.2).
+
+    Evaluated in float32 in the official order (``tensor.float() / 255.0``, then ``− mean``, then ``/ std``), which
+    reproduces the official tensors bit for bit.
+    """
     x = image_u8.astype(np.float32) / np.float32(255.0)
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def transform_box_to_crop(box_gt, box_crop_source, resize_factor: float, output_size: int) -> np.ndarray:
-    """GT box in crop coordinates, normalised (x1, y1, w, h) (spec §4.5 step 5).
+def transform_box_to_crop(box_gt, box_crop_center_source, resize_factor: float, output_size: int) -> np.ndarray:
+    """Ground-truth box in the crop, normalised (x1, y1, w, h) (§4.5 step 5), float64.
 
-    centre_out = (out − 1)/2 + (c_gt − c_src)·rf; wh_out = wh_gt·rf; box = (centre_out − wh_out/2, wh_out)/out,
-    with c = xy + wh/2 of each box (QUIRK: (out − 1)/2, while tracking maps back with out/2).
+    With c = xy + 0.5·wh of each box (``box_crop_center_source`` is the box the crop was centred on):
+    centre_out = (out − 1)/2 + (c_gt − c_src)·rf, wh_out = wh_gt·rf, box = (centre_out − 0.5·wh_out, wh_out) / out.
+    QUIRK: (out − 1)/2 here, while the tracker maps its output back with out/2 (§5.3).
     """
     gt = np.asarray(box_gt, np.float64)
-    src = np.asarray(box_crop_source, np.float64)
+    src = np.asarray(box_crop_center_source, np.float64)
     centre_gt = gt[:2] + 0.5 * gt[2:4]
     centre_src = src[:2] + 0.5 * src[2:4]
     centre_out = (output_size - 1) / 2 + (centre_gt - centre_src) * resize_factor

@@ -1,56 +1,100 @@
-"""Benchmark metrics exactly as the official analysis code computes them (spec §6.3), in NumPy float64.
+"""Benchmark metrics as the official analysis code computes them (GRM_SPEC §6.3), NumPy float64.
 
-Per sequence: IoU with the +1 pixel convention, centre error and normalised centre error per frame, validity per
-dataset rule, and the success / precision / normalised-precision curves. Over sequences: the curves are averaged
-and AUC = mean of the 21 success values (not a trapezoid), precision at 20 px, normalised precision at 0.20,
-OP50 / OP75 by index. GOT-10k's AO / SR are the standard definitions (the official repo leaves them to the server).
+Per sequence (:func:`sequence_metrics`): prediction checks and fixes, per-frame IoU with the +1 pixel convention,
+centre error and normalised centre error, validity by dataset rule, the marker values of invalid frames, and the
+success / precision / normalised-precision curves. Over sequences (:func:`summary`): the curves are averaged and
+AUC = mean of the 21 success values (not a trapezoid), precision at 20 px, normalised precision at 0.20, OP50 /
+OP75 by index. GOT-10k's AO / SR (:func:`got10k_metrics`) are not in the spec (the official repo leaves GOT-10k
+to its server); see that function for the definitions used.
+
+Kinds (the official ``dataset`` argument): ``otb``, ``nfs``, ``uav``, ``lasot``, ``avist`` carry rules; the other
+names are accepted and follow the default rules.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SUCCESS_THRESHOLDS = np.arange(0, 1.05, 0.05)  # 21 values; NumPy gives exactly 0.75 at index 15
-PRECISION_THRESHOLDS = np.arange(0, 51, 1.0)  # pixels
-NORM_PRECISION_THRESHOLDS = np.arange(0, 51, 1.0) / 100.0
+# IoU thresholds 0, 0.05, …, 1 (21). NumPy gives 0.65 and 0.75 exactly at indices 13 and 15 where torch 2.13's
+# arange gives 0.6500000000000001 / 0.7500000000000001; only an IoU equal to one of those two doubles would be
+# counted differently. OP50 / OP75 are read by index (10, 15), never by float equality.
+SUCCESS_THRESHOLDS = np.arange(0, 1.05, 0.05)
+PRECISION_THRESHOLDS = np.arange(0, 51, 1.0)  # pixels, 0..50
+NORM_PRECISION_THRESHOLDS = np.arange(0, 51, 1.0) / 100.0  # 0..0.50; as torch.arange(0, 51) / 100.0 (bit-equal)
+OP50_INDEX, OP75_INDEX = 10, 15
+PRECISION_INDEX = 20  # 20 px, and 0.20 on the normalised curve
 KINDS = ("otb", "lasot", "uav", "nfs", "avist", "got10k", "trackingnet", "tnl2k", "itb")
+
+__all__ = [
+    "KINDS", "NORM_PRECISION_THRESHOLDS", "PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS", "average_overlap",
+    "box_centers", "center_error", "curve", "got10k_metrics", "iou_plus1", "normalized_center_error",
+    "prepare_predictions", "sequence_metrics", "success_rate", "summary", "valid_frames",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-frame quantities, (N, 4) boxes x, y, w, h.
 
 
 def iou_plus1(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """IoU with the +1 pixel convention: tl = max(xy), br = min(xy + wh − 1), inter = Π clamp(br − tl + 1, 0),
-    IoU = inter / (w_p·h_p + w_a·h_a − inter)."""
+    """Per-frame IoU with the +1 pixel convention (§6.3 item 6):
+
+    tl = max(p_xy, a_xy), br = min(p_xy + p_wh − 1, a_xy + a_wh − 1), inter = Π clamp(br − tl + 1, 0),
+    IoU = inter / (p_w·p_h + a_w·a_h − inter). Evaluated in the official order; rounding can give 1 + 1 ulp for
+    identical boxes (then counted as a success at threshold 1.0, as officially).
+    """
+    pred, anno = np.asarray(pred, np.float64), np.asarray(anno, np.float64)
     tl = np.maximum(pred[:, :2], anno[:, :2])
     br = np.minimum(pred[:, :2] + pred[:, 2:] - 1.0, anno[:, :2] + anno[:, 2:] - 1.0)
-    inter = np.prod(np.clip(br - tl + 1.0, 0, None), axis=1)
-    union = np.prod(pred[:, 2:], axis=1) + np.prod(anno[:, 2:], axis=1) - inter
+    sides = np.clip(br - tl + 1.0, 0.0, None)
+    inter = sides[:, 0] * sides[:, 1]
+    union = pred[:, 2] * pred[:, 3] + anno[:, 2] * anno[:, 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / union
 
 
+def box_centers(boxes: np.ndarray) -> np.ndarray:
+    """Centres with the +1 pixel convention: c = xy + 0.5·(wh − 1) (the −0.5 cancels in every difference used
+    here; it is kept so that the rounding is the official one)."""
+    boxes = np.asarray(boxes, np.float64)
+    return boxes[:, :2] + 0.5 * (boxes[:, 2:] - 1.0)
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Euclidean distance sqrt((a − b)₀² + (a − b)₁²)."""
+    d = a - b
+    return np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2)
+
+
 def center_error(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """Euclidean distance (px) between centres xy + (wh − 1)/2."""
-    c_pred = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0)
-    c_anno = anno[:, :2] + 0.5 * (anno[:, 2:] - 1.0)
-    return np.sqrt(np.sum((c_pred - c_anno) ** 2, axis=1))
+    """Per-frame centre error in pixels (§6.3 item 7): ‖c_p − c_a‖₂ with c = xy + 0.5·(wh − 1)."""
+    return _distance(box_centers(pred), box_centers(anno))
 
 
 def normalized_center_error(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """Centre distance after dividing both centres by the GT (w, h)."""
-    c_pred = pred[:, :2] + 0.5 * (pred[:, 2:] - 1.0)
-    c_anno = anno[:, :2] + 0.5 * (anno[:, 2:] - 1.0)
+    """Per-frame normalised centre error (§6.3 item 7): ‖c_p / a_wh − c_a / a_wh‖₂ (both centres divided by the
+    GT (w, h) first, then subtracted, as officially)."""
+    wh = np.asarray(anno, np.float64)[:, 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(np.sum(((c_pred - c_anno) / anno[:, 2:]) ** 2, axis=1))
+        return _distance(box_centers(pred) / wh, box_centers(anno) / wh)
 
 
-def prepare_predictions(pred: np.ndarray, anno: np.ndarray, kind: str, name: str = "") -> np.ndarray:
-    """Checks and fixes of the official analysis (§6.3 items 1–4), returning predictions aligned with ``anno``.
+# ---------------------------------------------------------------------------------------------------------------
+# Sequence rules.
 
-    NaN or negative w/h predictions → ValueError; zero w/h predictions (with non-NaN GT) take the previous
-    frame's box; LaSOT truncates longer predictions and rejects shorter ones, others truncate or zero-pad;
-    frame 0 is set to the GT.
+
+def prepare_predictions(pred, anno, kind: str, name: str = "") -> np.ndarray:
+    """Checks and fixes of §6.3 items 1–4, in the official order; returns predictions aligned with ``anno``.
+
+    1. ValueError if a prediction is NaN or has w < 0 or h < 0; NaN GT is a ValueError except for ``uav``.
+    2. For i = 1.. (sequentially, before the length fix and before frame 0 is overwritten): a prediction with
+       w == 0 or h == 0 whose GT row has no NaN takes the (possibly already replaced) prediction of frame i − 1.
+    3. Length: ``lasot`` truncates longer predictions and rejects shorter ones (ValueError); other kinds truncate
+       or append zero rows.
+    4. p[0] := a[0].
     """
-    pred = np.asarray(pred, np.float64).copy()
-    anno = np.asarray(anno, np.float64)
+    pred = np.array(pred, np.float64, copy=True).reshape(-1, 4)
+    anno = np.asarray(anno, np.float64).reshape(-1, 4)
     label = f"sequence {name!r}: " if name else ""
     if np.isnan(pred).any():
         raise ValueError(f"{label}predictions contain NaN")
@@ -58,34 +102,58 @@ def prepare_predictions(pred: np.ndarray, anno: np.ndarray, kind: str, name: str
         raise ValueError(f"{label}predictions contain a negative width or height")
     if np.isnan(anno).any() and kind != "uav":
         raise ValueError(f"{label}annotations contain NaN (allowed for uav only)")
-    for i in range(1, len(pred)):
-        if i < len(anno) and (pred[i, 2] == 0 or pred[i, 3] == 0) and not np.isnan(anno[i]).any():
+    if len(anno) == 0:
+        raise ValueError(f"{label}no annotated frame")
+    for i in range(1, min(len(pred), len(anno))):
+        if (pred[i, 2] == 0 or pred[i, 3] == 0) and not np.isnan(anno[i]).any():
             pred[i] = pred[i - 1]
-    if len(pred) != len(anno):
+    if len(pred) > len(anno):
+        pred = pred[: len(anno)]
+    elif len(pred) < len(anno):
         if kind == "lasot":
-            if len(pred) < len(anno):
-                raise ValueError(f"{label}{len(pred)} predictions for {len(anno)} annotated frames")
-            pred = pred[: len(anno)]
-        elif len(pred) > len(anno):
-            pred = pred[: len(anno)]
-        else:
-            pred = np.concatenate([pred, np.zeros((len(anno) - len(pred), 4))])
+            raise ValueError(f"{label}{len(pred)} predictions for {len(anno)} annotated frames")
+        pred = np.concatenate([pred, np.zeros((len(anno) - len(pred), 4))])
     pred[0] = anno[0]
     return pred
 
 
+def valid_frames(anno, kind: str, visible=None) -> np.ndarray:
+    """Valid frames (§6.3 item 5): a_w > 0 and a_h > 0 (``avist``: all four GT values > 0), and ``visible`` where
+    given (the official applies ``target_visible`` whenever the loader provides one: LaSOT and AVisT)."""
+    anno = np.asarray(anno, np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        valid = np.all(anno > 0, axis=1) if kind == "avist" else (anno[:, 2] > 0) & (anno[:, 3] > 0)
+    if visible is not None:
+        valid = valid & np.asarray(visible).astype(bool).reshape(-1)
+    return valid
+
+
+def curve(values: np.ndarray, thresholds: np.ndarray, denominator: int, above: bool) -> np.ndarray:
+    """Fraction of frames passing each threshold: #(v > t) / denominator if ``above`` (success, strict), else
+    #(v ≤ t) / denominator (precision)."""
+    values = np.asarray(values, np.float64)[:, None]
+    passed = values > thresholds[None, :] if above else values <= thresholds[None, :]
+    return passed.sum(axis=0) / denominator
+
+
 def sequence_metrics(pred, anno, kind: str, visible=None, name: str = "") -> dict:
-    """Per-frame values and per-sequence curves of one sequence (§6.3 items 5–10)."""
+    """Per-frame values and per-sequence curves of one sequence (§6.3 items 1–10).
+
+    Returns ``iou``, ``center_err``, ``center_err_norm`` (N,) float64, ``valid`` (N,) bool and ``success_curve``
+    (21), ``precision_curve`` (51), ``norm_precision_curve`` (51). Invalid frames: IoU −1; centre error +inf
+    (``uav``: −1, QUIRK: a success at every precision threshold); normalised error −1 (QUIRK: a success); for
+    ``lasot`` every not-visible frame gets +inf for both centre errors. A NaN IoU on a valid frame is a
+    ValueError. Denominator: the number of valid frames (``avist``: all frames, so invalid frames are failures);
+    success(t) = #(IoU > t)/den, precision(t) = #(err ≤ t)/den. ``visible=None`` means every frame is visible.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown metric kind {kind!r}; one of {KINDS}")
-    anno = np.asarray(anno, np.float64)
+    label = f"sequence {name!r}: " if name else ""
+    anno = np.asarray(anno, np.float64).reshape(-1, 4)
+    if visible is not None and len(np.asarray(visible).reshape(-1)) != len(anno):
+        raise ValueError(f"{label}{len(np.asarray(visible).reshape(-1))} visibility flags for {len(anno)} frames")
     pred = prepare_predictions(pred, anno, kind, name)
-    if kind == "avist":
-        valid = np.all(anno > 0, axis=1)
-    else:
-        valid = (anno[:, 2] > 0) & (anno[:, 3] > 0)
-    if visible is not None and kind in ("lasot", "avist"):
-        valid = valid & np.asarray(visible).astype(bool)
+    valid = valid_frames(anno, kind, visible)
     iou = iou_plus1(pred, anno)
     err = center_error(pred, anno)
     err_norm = normalized_center_error(pred, anno)
@@ -93,31 +161,77 @@ def sequence_metrics(pred, anno, kind: str, visible=None, name: str = "") -> dic
     err[~valid] = -1.0 if kind == "uav" else np.inf
     err_norm[~valid] = -1.0
     if kind == "lasot" and visible is not None:
-        hidden = ~np.asarray(visible).astype(bool)
+        hidden = ~np.asarray(visible).astype(bool).reshape(-1)
         err[hidden] = np.inf
         err_norm[hidden] = np.inf
-    denominator = len(anno) if kind == "avist" else max(int(valid.sum()), 1)
-    success = np.array([np.sum(iou > t) for t in SUCCESS_THRESHOLDS]) / denominator
-    precision = np.array([np.sum(err <= t) for t in PRECISION_THRESHOLDS]) / denominator
-    norm_precision = np.array([np.sum(err_norm <= t) for t in NORM_PRECISION_THRESHOLDS]) / denominator
-    return dict(iou=iou, center_err=err, center_err_norm=err_norm, valid=valid, success_curve=success,
-                precision_curve=precision, norm_precision_curve=norm_precision)
+    if np.isnan(iou).any():
+        raise ValueError(f"{label}NaN in the computed overlap")
+    denominator = len(anno) if kind == "avist" else int(valid.sum())
+    if denominator == 0:
+        raise ValueError(f"{label}no valid frame")
+    return {"iou": iou, "center_err": err, "center_err_norm": err_norm, "valid": valid,
+            "success_curve": curve(iou, SUCCESS_THRESHOLDS, denominator, above=True),
+            "precision_curve": curve(err, PRECISION_THRESHOLDS, denominator, above=False),
+            "norm_precision_curve": curve(err_norm, NORM_PRECISION_THRESHOLDS, denominator, above=False)}
 
 
-def summary(per_sequence: list[dict]) -> dict:
-    """Averages over sequences (×100): AUC, precision@20, normalised precision@0.20, OP50, OP75 and the curves."""
+# ---------------------------------------------------------------------------------------------------------------
+# Over sequences.
+
+
+def summary(per_sequence) -> dict:
+    """Averages over sequences, ×100 (§6.3 item 11), from a list of :func:`sequence_metrics` dicts.
+
+    success = 100·mean_seq(success_curve) etc.; AUC = mean of the 21 success values; precision = precision
+    curve at 20 px (index 20); norm_precision = normalised curve at 0.20 (index 20); OP50 / OP75 = success at
+    indices 10 / 15 (t = 0.50 / 0.75). Returns those five floats and the three averaged curves.
+    """
+    per_sequence = list(per_sequence)
+    if not per_sequence:
+        raise ValueError("no sequences to summarise")
     success = 100 * np.mean([m["success_curve"] for m in per_sequence], axis=0)
     precision = 100 * np.mean([m["precision_curve"] for m in per_sequence], axis=0)
     norm_precision = 100 * np.mean([m["norm_precision_curve"] for m in per_sequence], axis=0)
-    return dict(auc=float(np.mean(success)), precision=float(precision[20]),
-                norm_precision=float(norm_precision[20]), op50=float(success[10]), op75=float(success[15]),
-                success_curve=success, precision_curve=precision, norm_precision_curve=norm_precision)
+    return {"auc": float(np.mean(success)), "precision": float(precision[PRECISION_INDEX]),
+            "norm_precision": float(norm_precision[PRECISION_INDEX]), "op50": float(success[OP50_INDEX]),
+            "op75": float(success[OP75_INDEX]), "success_curve": success, "precision_curve": precision,
+            "norm_precision_curve": norm_precision}
 
 
-def got10k_metrics(per_sequence_iou: list[np.ndarray]) -> dict:
-    """GOT-10k: AO = mean over sequences of the mean IoU of frames 1.. (frame 0 is the given box);
-    SR_t = mean over sequences of the fraction of those frames with IoU > t (t = 0.5, 0.75), ×100."""
-    ao = np.mean([np.mean(np.clip(iou[1:], 0, None)) for iou in per_sequence_iou])
-    sr50 = np.mean([np.mean(iou[1:] > 0.5) for iou in per_sequence_iou])
-    sr75 = np.mean([np.mean(iou[1:] > 0.75) for iou in per_sequence_iou])
-    return dict(ao=100 * float(ao), sr50=100 * float(sr50), sr75=100 * float(sr75))
+def _got10k_frames(iou) -> np.ndarray:
+    """The frames GOT-10k scores: frame 0 (the given box) dropped, and the invalid-frame marker −1 dropped."""
+    iou = np.asarray(iou, np.float64).reshape(-1)[1:]
+    return iou[iou >= 0]
+
+
+def average_overlap(iou) -> float:
+    """AO of one set of frames: mean IoU."""
+    return float(np.mean(iou))
+
+
+def success_rate(iou, threshold: float) -> float:
+    """SR_t of one set of frames: fraction with IoU > t (strict)."""
+    return float(np.mean(np.asarray(iou) > threshold))
+
+
+def got10k_metrics(per_sequence_iou, pooled: bool = False) -> dict:
+    """GOT-10k AO, SR0.50, SR0.75 (×100) from per-sequence IoU arrays (e.g. ``sequence_metrics(...)['iou']``).
+
+    Not in the spec. Frames scored per sequence: 1.. (frame 0 is the given box), without invalid frames (IoU −1).
+    ``pooled=False`` (default): AO = mean over sequences of each sequence's mean IoU, SR_t = mean over sequences of
+    the fraction of its frames with IoU > t. ``pooled=True``: the GOT-10k toolkit's validation report
+    (``ExperimentGOT10k.report``), which concatenates the frames of all sequences and takes AO = mean IoU,
+    SR_t = fraction IoU > t over them (longer sequences weigh more). The toolkit's own IoU has no +1 and clips
+    boxes to the image, so numbers from +1 IoUs differ slightly from its numbers either way.
+    """
+    frames = [_got10k_frames(iou) for iou in per_sequence_iou]
+    if not frames or any(len(f) == 0 for f in frames):
+        raise ValueError("GOT-10k metrics need at least one sequence, each with a scored frame after frame 0")
+    if pooled:
+        all_frames = np.concatenate(frames)
+        ao, sr50, sr75 = average_overlap(all_frames), success_rate(all_frames, 0.5), success_rate(all_frames, 0.75)
+    else:
+        ao = float(np.mean([average_overlap(f) for f in frames]))
+        sr50 = float(np.mean([success_rate(f, 0.5) for f in frames]))
+        sr75 = float(np.mean([success_rate(f, 0.75) for f in frames]))
+    return {"ao": 100 * ao, "sr50": 100 * sr50, "sr75": 100 * sr75}
