@@ -17,6 +17,8 @@ import pathlib
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from grm_jax import compilation_cache
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
 _DATASET = flags.DEFINE_string("dataset", "synthetic", "benchmark: synthetic, lasot, lasot_ext, got10k_test, "
@@ -36,6 +38,7 @@ _ANALYZE = flags.DEFINE_bool("analyze_only", False, "only score existing result 
 
 
 def main(argv):
+    compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value

@@ -11,11 +11,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from grm_jax import compilation_cache
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here")
 
 
 def main(argv):
+    compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from grm_jax.config import validate

@@ -16,7 +16,7 @@ BACKBONES = {
 }
 TGT_TYPES = ("allmax", "allavg", "roimax", "roiavg")
 HEAD_TYPES = ("CENTER",)
-ATTENTION_IMPLS = ("masked",)
+ATTENTION_IMPLS = ("masked", "fused")
 DTYPES = ("float32", "bfloat16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

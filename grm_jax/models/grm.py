@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -47,6 +48,7 @@ class GRM(nn.Module):
     divide_hidden: tuple[int, int] = (384, 192)
     head_channels: int = 256
     bn_axis_name: str | None = None
+    attention: str = "masked"  # or "fused" (inference only; see grm_jax/models/relation.py)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -91,8 +93,8 @@ class GRM(nn.Module):
             embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
             qkv_bias=self.qkv_bias, patch_size=self.patch_size, pos_embed_grid=self.pos_embed_grid,
             template_grid=self.template_grid, search_grid=self.search_grid, drop_path_rate=self.drop_path_rate,
-            tgt_type=self.tgt_type, divide_hidden=tuple(self.divide_hidden), dtype=self.dtype,
-            param_dtype=self.param_dtype, name="backbone",
+            tgt_type=self.tgt_type, divide_hidden=tuple(self.divide_hidden), attention=self.attention,
+            dtype=self.dtype, param_dtype=self.param_dtype, name="backbone",
         )(template.astype(self.dtype), search.astype(self.dtype), template_mask, train=train,
           threshold=threshold, ratio=ratio, gumbel_noise=gumbel_noise)
 
@@ -122,8 +124,28 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
         patch_size=m.patch_size, pos_embed_grid=m.pos_embed_grid, template_size=m.template_size,
         search_size=m.search_size, drop_path_rate=m.drop_path_rate, tgt_type=m.tgt_type,
         divide_hidden=tuple(m.divide_hidden), head_channels=m.head_channels, bn_axis_name=bn_axis_name,
-        dtype=DTYPES[m.dtype],
+        attention=m.attention, dtype=DTYPES[m.dtype],
     )
+
+
+def inference_variables(variables: dict, dtype: str | Any) -> dict:
+    """``variables`` with every Dense/Conv ``kernel`` stored in ``dtype`` (e.g. ``config.model.dtype``).
+
+    A model built with a lower-precision ``dtype`` casts each kernel to it inside every call; casting once,
+    ahead of inference, gives bit-identical outputs and saves reading ~4 bytes and writing ~2 bytes per parameter
+    per forward (GRM-B/256 bfloat16 on a 2-core CPU: about 17 % of the forward). Biases, norms, position
+    embeddings and BatchNorm statistics stay float32. Float32: ``variables`` unchanged. Not for training (the
+    optimiser updates float32 parameters).
+    """
+    dtype = DTYPES.get(dtype, dtype)
+    if jnp.dtype(dtype) == jnp.float32:
+        return variables
+
+    def cast(path, leaf):
+        name = getattr(path[-1], "key", None)
+        return leaf.astype(dtype) if name == "kernel" and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+    return jax.tree_util.tree_map_with_path(cast, variables)
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> tuple:

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from grm_jax.models.relation import accumulate_kwargs
 from grm_jax.models.vit import uniform_fan_in
 
 Array = Any
@@ -83,7 +84,8 @@ class CenterHead(nn.Module):
     def conv(self, features, kernel, fan_in, name):
         return nn.Conv(features, (kernel, kernel), padding=[(kernel // 2, kernel // 2)] * 2,
                        kernel_init=nn.initializers.xavier_uniform(), bias_init=uniform_fan_in(fan_in),
-                       dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                       dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                       **accumulate_kwargs(self.dtype, conv=True))
 
     @nn.compact
     def __call__(self, feat, train: bool = False):

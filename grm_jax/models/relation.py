@@ -5,19 +5,35 @@ classifies it as *search-only* (class 0) or *interacting with the template* (cla
 (template T, search-only S, interacting A) define an attention mask: T sees T∪A, S sees S∪A, A sees everything.
 The official masked softmax keeps a tiny ε/N weight on masked keys; it is reproduced here bit for bit in form.
 
+Two attention implementations (``config.model.attention``):
+
+* ``masked`` (default, the parity reference): :func:`masked_softmax` with the float mask of :func:`attention_mask`,
+  in training and inference, as the official code. The mask is (B,1,N,N), shared by the heads; XLA fuses its
+  construction into the logits→weights fusion, so no per-head N×N mask is materialised (checked in the HLO).
+* ``fused`` (inference only): a hard boolean mask (:func:`visibility_mask`) through
+  ``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU for bfloat16/float16, XLA elsewhere); masked keys
+  get exactly zero weight, so it differs from the reference by the ε leak and rounding (measured in
+  ``tests/models/test_attention_paths.py``). **In training the reference path is used** whatever this setting:
+  the division MLP learns only through the gradient of the float mask (spec §8), which a boolean mask cannot carry,
+  and a straight-through term would need the N×N weights the fused kernel exists to avoid.
+
+With ``dtype=bfloat16`` the matmuls take bfloat16 operands and accumulate and return float32 (on CPUs with
+AVX512-BF16 that is also the fast path); logits, softmax, LayerNorm and the loss stay float32.
+
 Pure functions plus the one linen module that owns the weights (:class:`Attention`, named as the official
 ``blocks.{i}.attn``: ``qkv``, ``proj`` and ``divide_predict_{0,2,4}``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from grm_jax.config import TGT_TYPES
+from grm_jax.config import ATTENTION_IMPLS, TGT_TYPES
 
 EPS = 1e-6  # the masked softmax's ε (spec §1.7)
 # Policy columns (spec §1.6).
@@ -34,6 +50,51 @@ def dense_init():
 def gelu(x):
     """GELU, exact erf form (PyTorch ``nn.GELU()``; Flax's default is the tanh approximation)."""
     return jax.nn.gelu(x, approximate=False)
+
+
+def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                   feature_group_count=1, precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` for NHWC × HWIO as one matmul over gathered patches (im2col).
+
+    Non-overlapping patches (stride = kernel, the patch embedding) are a reshape; otherwise the kh·kw shifted
+    strided views are concatenated along channels. Same products and sums as the convolution, in another order.
+    Used for lower-precision convolutions, which XLA's CPU backend runs far below its bfloat16 matmul rate (it
+    converts to float32); dilated, grouped or non-NHWC calls go to ``lax.conv_general_dilated``.
+    """
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+    if (lhs.ndim != 4 or dilated or feature_group_count != 1 or isinstance(padding, str) and padding != "VALID"
+            or dimension_numbers not in (None, nhwc)):
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count, precision=precision,
+                                            preferred_element_type=preferred_element_type)
+    kh, kw, cin, cout = rhs.shape
+    sh, sw = window_strides
+    if not isinstance(padding, str):
+        lhs = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    b, h, w, c = lhs.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if (kh, kw) == (sh, sw) and (h, w) == (oh * kh, ow * kw):
+        cols = lhs.reshape(b, oh, kh, ow, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, oh, ow, kh * kw * c)
+    else:
+        cols = jnp.concatenate([
+            jax.lax.slice(lhs, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)], axis=-1)
+    return jax.lax.dot_general(cols, rhs.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
+                               precision=precision, preferred_element_type=preferred_element_type)
+
+
+def accumulate_kwargs(dtype, conv: bool = False) -> dict:
+    """Keyword arguments for a Flax ``Dense`` (or ``Conv``) computing in ``dtype``: none for float32 (the
+    reference program, unchanged); for a lower precision, operands in ``dtype`` with float32 accumulation and
+    output (``preferred_element_type``), convolutions as matmuls (:func:`conv_as_matmul`). On CPU this is also
+    the fast path: a bfloat16 dot with bfloat16 output runs below the float32 rate, one with float32 output uses
+    the AVX512-BF16 kernels at about twice it; a bfloat16 convolution runs at the float32 rate or below."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return {}
+    if conv:
+        return dict(conv_general_dilated=functools.partial(conv_as_matmul, preferred_element_type=jnp.float32))
+    return dict(dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32))
 
 
 def template_box_mask(box_xywh: Array, grid: int) -> Array:
@@ -144,11 +205,50 @@ def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
     return w.astype(dtype)
 
 
+def visibility_mask(decision: Array, num_template: int) -> Array:
+    """Hard permission matrix (B,1,N,N) bool from one-hot decisions (B,Ns,2): the 0/1 values of
+    :func:`attention_mask` for an exact one-hot policy, without its float arithmetic.
+
+    Token categories c: template T, search-only S (class 0), interacting A (class 1); key j is visible to query i
+    iff c_i = c_j or c_i = A or c_j = A (T sees T∪A, S sees S∪A, A sees everything; the diagonal is visible since
+    c_i = c_i). Carries no gradient: inference only.
+    """
+    batch = decision.shape[0]
+    search = jnp.where(decision[..., 1] > 0.5, INTERACT, SEARCH_ONLY).astype(jnp.int8)
+    category = jnp.concatenate([jnp.full((batch, num_template), TEMPLATE, jnp.int8), search], axis=1)
+    ci, cj = category[:, None, :, None], category[:, None, None, :]
+    return (ci == cj) | (ci == INTERACT) | (cj == INTERACT)
+
+
+def fused_implementation(dtype) -> str | None:
+    """``implementation`` for ``jax.nn.dot_product_attention``: cuDNN flash attention on a GPU for 16-bit
+    operands (cuDNN has no float32 kernel), else XLA (``None``; in JAX 0.10 ``None`` never picks cuDNN itself)."""
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return "cudnn"
+    return None
+
+
+def fused_attention(q: Array, k: Array, v: Array, visible: Array | None = None) -> Array:
+    """softmax(q·kᵀ/√d, keys with ``visible`` False excluded)·v over (B,N,H,d) operands, one fused call.
+
+    Masked keys get exactly zero weight (no ε leak); a row always sees its own key, so no row is empty.
+    Logits and softmax are float32 whatever the operand dtype; returns ``v.dtype``.
+    """
+    implementation = fused_implementation(q.dtype)
+    if implementation == "cudnn":
+        try:
+            return jax.nn.dot_product_attention(q, k, v, mask=visible, implementation="cudnn")
+        except (ValueError, NotImplementedError, RuntimeError):  # shape/version checks raise while tracing
+            pass
+    return jax.nn.dot_product_attention(q, k, v, mask=visible, implementation="xla")
+
+
 class Attention(nn.Module):
     """Multi-head self-attention of one block, with the division module when ``divide`` (blocks 1..L−1).
 
     Returns ``(out, aux)``; ``aux`` is None for a plain block, else a dict with ``logp`` (B,Ns,2) and
-    ``decision`` (B,Ns,2), the one-hot choice (straight-through in training).
+    ``decision`` (B,Ns,2), the one-hot choice (straight-through in training). ``attention``: ``masked`` (the
+    reference) or ``fused`` (inference only; training always takes the reference path, see the module docstring).
     """
 
     dim: int
@@ -158,12 +258,13 @@ class Attention(nn.Module):
     num_template: int = 64
     tgt_type: str = "allmax"
     divide_hidden: tuple[int, int] = (384, 192)
+    attention: str = "masked"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def _dense(self, features, name, use_bias=True):
         return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init(), dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=name)
+                        param_dtype=self.param_dtype, name=name, **accumulate_kwargs(self.dtype))
 
     def divide_predict(self, u: Array, template_mask: Array | None) -> Array:
         """ℓ (B,Ns,2) = LogSoftmax(Linear(GELU(Linear(GELU(Linear([u_x, t])))))) per search token (spec §1.4)."""
@@ -177,15 +278,15 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention = {self.attention!r} is not one of {list(ATTENTION_IMPLS)}")
         batch, n, dim = x.shape
         head_dim = dim // self.num_heads
         qkv = self._dense(3 * dim, "qkv", use_bias=self.qkv_bias)(x)
         # Output rows are q ‖ k ‖ v, each split into heads of head_dim consecutive rows (spec §7).
-        qkv = qkv.reshape(batch, n, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) * head_dim ** -0.5
+        qkv = qkv.reshape(batch, n, 3, self.num_heads, head_dim).astype(self.dtype)
 
-        aux = None
+        aux = decision = None
         if self.divide:
             logp = self.divide_predict(x, template_mask)
             if train:
@@ -194,11 +295,21 @@ class Attention(nn.Module):
                 decision = gumbel_hard(logp, gumbel_noise)
             else:
                 decision = select_tokens(logp, threshold, ratio)
-            mask = attention_mask(token_policy(decision, self.num_template))
-            weights = masked_softmax(logits, mask)
             aux = dict(logp=logp, decision=decision)
-        else:
-            weights = jax.nn.softmax(logits, axis=-1)
 
-        out = jnp.einsum("bhqk,bhkd->bqhd", weights, v).reshape(batch, n, dim)
-        return self._dense(dim, "proj")(out), aux
+        if self.attention == "fused" and not train:
+            visible = visibility_mask(decision, self.num_template) if self.divide else None
+            out = fused_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], visible)
+        else:
+            # float32 logits and weights whatever the dtype (a no-op for float32: the reference program).
+            acc = {} if jnp.dtype(self.dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
+            q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+            logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
+            if self.divide:
+                weights = masked_softmax(logits, attention_mask(token_policy(decision, self.num_template)))
+            else:
+                weights = jax.nn.softmax(logits, axis=-1)
+            # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;
+            # the "bqhd" output layout went to a slower generic dot (same values, bit for bit).
+            out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, **acc).transpose(0, 2, 1, 3)
+        return self._dense(dim, "proj")(out.reshape(batch, n, dim)), aux

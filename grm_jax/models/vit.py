@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from grm_jax.models.relation import Attention, dense_init, gelu
+from grm_jax.models.relation import Attention, accumulate_kwargs, dense_init, gelu
 
 Array = Any
 LN_EPS = 1e-6
@@ -61,7 +61,8 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(kernel_init=dense_init(), dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(kernel_init=dense_init(), dtype=self.dtype, param_dtype=self.param_dtype,
+                  **accumulate_kwargs(self.dtype))
         h = gelu(nn.Dense(self.hidden, name="fc1", **kw)(x))
         return nn.Dense(x.shape[-1], name="fc2", **kw)(h)
 
@@ -78,6 +79,7 @@ class Block(nn.Module):
     num_template: int = 64
     tgt_type: str = "allmax"
     divide_hidden: tuple[int, int] = (384, 192)
+    attention: str = "masked"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -88,7 +90,7 @@ class Block(nn.Module):
         attn_out, aux = Attention(
             dim=self.dim, num_heads=self.num_heads, qkv_bias=self.qkv_bias, divide=self.divide,
             num_template=self.num_template, tgt_type=self.tgt_type, divide_hidden=self.divide_hidden,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="attn",
+            attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name="attn",
         )(nn.LayerNorm(name="norm1", **norm)(x), template_mask, train=train, threshold=threshold, ratio=ratio,
           gumbel_noise=gumbel_noise)
         x = x + drop(attn_out, train)
@@ -110,7 +112,7 @@ class PatchEmbed(nn.Module):
         fan_in = 3 * self.patch_size ** 2
         x = nn.Conv(self.dim, (self.patch_size,) * 2, strides=(self.patch_size,) * 2, padding="VALID",
                     kernel_init=uniform_fan_in(fan_in), bias_init=uniform_fan_in(fan_in), dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="proj")(images)
+                    param_dtype=self.param_dtype, name="proj", **accumulate_kwargs(self.dtype, conv=True))(images)
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
@@ -133,6 +135,7 @@ class VisionTransformer(nn.Module):
     drop_path_rate: float = 0.1
     tgt_type: str = "allmax"
     divide_hidden: tuple[int, int] = (384, 192)
+    attention: str = "masked"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -157,7 +160,7 @@ class VisionTransformer(nn.Module):
             tokens, block_aux = Block(
                 dim=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=rate,
                 divide=i != 0, num_template=num_template, tgt_type=self.tgt_type, divide_hidden=self.divide_hidden,
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"blocks_{i}",
+                attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name=f"blocks_{i}",
             )(tokens, template_mask, train=train, threshold=threshold, ratio=ratio, gumbel_noise=noise)
             if block_aux is not None:
                 aux.append(block_aux)

@@ -29,6 +29,7 @@ import numpy as np
 
 from grm_jax.boxes import clip_box
 from grm_jax.data.processing import normalize_image, sample_target, transform_box_to_crop
+from grm_jax.models.grm import inference_variables
 from grm_jax.models.head import decode_boxes
 from grm_jax.models.relation import template_box_mask
 from grm_jax.track import device_crop
@@ -131,6 +132,8 @@ class BatchTracker:
     """B sequences tracked together: one compiled forward per frame for the whole batch."""
 
     def __init__(self, model, variables, params: TrackerParams, batch_size: int = 1):
+        # Lower-precision models: kernels cast once here instead of in every call (bit-identical outputs).
+        variables = inference_variables(variables, model.dtype)
         self.model, self.variables, self.params, self.batch_size = model, variables, params, batch_size
         p = params
         if p.template_size != model.template_size or p.search_size != model.search_size:

@@ -1,0 +1,102 @@
+"""Per-frame time of the tracker (``grm_jax.track.tracker.Tracker``) next to the bare network forward.
+
+    python benchmarks/tracker.py                                  # GRM-B/256, random init, 320x240, 30 frames
+    python benchmarks/tracker.py --config grm_tiny --frames 100
+    python benchmarks/tracker.py --attention fused --dtype bfloat16
+
+A generated sequence (``grm_jax.data.synthetic``, 320x240) is tracked from its first box with the ``host`` crop
+(OpenCV on the host, exact) and the ``device`` crop (crop and resize inside the compiled call). Per-frame time is
+the wall time of ``Tracker.track(frame)``: crop, transfer, forward, Hann window, decode, map back, clip and the
+device→host copy of the outputs; the first ``--warmup`` frames (compilation) are not timed. ``bare forward`` is
+``jit(model.apply)`` on device-resident inputs of the same shapes. ``overhead`` = tracker / bare − 1; the host row
+also shows the time of the host crop + normalisation alone. Random weights track nothing in particular; the
+timing does not depend on the weights. ``others``: cores used by other processes meanwhile (see forward.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from forward import OtherLoad, timed  # noqa: E402
+from grm_jax.config import load_config_file  # noqa: E402
+from grm_jax.data.processing import normalize_image, sample_target  # noqa: E402
+from grm_jax.data.synthetic import generate_sequence  # noqa: E402
+from grm_jax.models import build_model, example_inputs  # noqa: E402
+from grm_jax.models.grm import inference_variables  # noqa: E402
+from grm_jax.track.tracker import Tracker, TrackerParams  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="grm_vitb256")
+    parser.add_argument("--attention", default="masked", choices=["masked", "fused"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--frames", type=int, default=30, help="timed frames per crop path")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3, help="synthetic sequence seed")
+    args = parser.parse_args()
+
+    config = load_config_file(str(ROOT / "configs" / f"{args.config}.py"))
+    config.model.attention = args.attention
+    config.model.dtype = args.dtype
+    model = build_model(config)
+    z, x = example_inputs(config, 1)
+    variables = inference_variables(jax.jit(model.init)(jax.random.PRNGKey(0), z, x), args.dtype)
+    frames, boxes, _ = generate_sequence(args.seed, args.frames + args.warmup + 1, height=240, width=320)
+    load = OtherLoad()
+    print(f"jax {jax.__version__}, {jax.devices()}; {args.config} {args.attention}/{args.dtype}, "
+          f"sequence {frames.shape[1:]} x {len(frames)} frames\n")
+
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=z.shape), jnp.float32)
+    x = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    threshold = jnp.float32(0.0)
+    forward = jax.jit(lambda v, z, x, t: model.apply(v, z, x, threshold=t))
+    load.start()
+    bare = 1e3 * timed(forward, variables, z, x, threshold, warmup=args.warmup, iters=args.frames)
+    rows = [dict(path="bare forward", median=np.median(bare), min=bare.min(), others=load.stop())]
+
+    for crop in ("host", "device"):
+        tracker = Tracker(model, variables, TrackerParams.from_config(config, crop=crop))
+        tracker.initialize(frames[0], boxes[0])
+        for frame in frames[1:1 + args.warmup]:
+            tracker.track(frame)
+        load.start()
+        times = []
+        for frame in frames[1 + args.warmup:]:
+            start = time.perf_counter()
+            tracker.track(frame)
+            times.append(time.perf_counter() - start)
+        times = 1e3 * np.asarray(times)
+        rows.append(dict(path=f"tracker, {crop} crop", median=np.median(times), min=times.min(), others=load.stop()))
+
+    crop_ms = []
+    state = boxes[0]
+    for frame in frames[1:]:
+        start = time.perf_counter()
+        crop, _, _ = sample_target(frame, state, config.test.search_factor, config.test.search_size)
+        normalize_image(crop)
+        crop_ms.append(1e3 * (time.perf_counter() - start))
+
+    base = rows[0]["median"]
+    print("| path | median ms/frame | min ms | overhead vs bare forward | others |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        overhead = "–" if r is rows[0] else f"{100 * (r['median'] / base - 1):+.1f} %"
+        print(f"| {r['path']} | {r['median']:.1f} | {r['min']:.1f} | {overhead} | {r['others']:.2f} |")
+    print(f"\nhost crop + normalisation alone (sample_target + normalize_image): {np.median(crop_ms):.2f} ms/frame")
+
+
+if __name__ == "__main__":
+    main()
