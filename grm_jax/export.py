@@ -9,12 +9,16 @@ Two functions are exported, for CPU and GPU (``platforms=('cpu', 'cuda')``) with
 * ``prepare(frames (b,h,w,3) uint8, boxes (b,4) float32 x,y,w,h) → z (b,Ht,Wt,3), template_mask (b,Nz)``: the
   template crop around the initial box on the device (:mod:`grm_jax.track.device_crop`), ImageNet-normalised, and
   the template box mask (spec §1.4);
-* ``track(variables, z, template_mask, frames (b,h,w,3) uint8, state (b,4) float32, threshold ()) →
-  {state (b,4), score_map (b,S,S), interaction_ratio (b,L−1)}``: one step of ``Tracker`` with
-  ``crop='device'`` — device crop, GRM forward, Hann window, decode, × search size / rf, map back around the
-  previous centre and clip (margin 10) — all inside, the map-back and clip in float32 (the Python tracker does
-  those two in float64 on the host: boxes agree to float32 resolution, measured ≤ 2.3e-4 px in
-  ``tests/test_export.py``).
+* ``track(variables, z, template_mask, frames (b,h,w,3) uint8, state (b,4) float32, threshold ()) → outputs``:
+  one device-crop step of the Python tracker — device crop around ``state``, GRM forward, Hann window, decode,
+  × search size / rf — returning the crop-pixel box, resize factors, maps, token decisions and the search crop;
+  the runtime maps back and clips in float64 on the host, as the Python tracker does.
+
+Both programs are the Python tracker's own device-crop functions (``Tracker`` with ``crop='device'``:
+:func:`grm_jax.track.tracker.device_template_fn` and :func:`~grm_jax.track.tracker.device_track_fn`), so the
+exported tracker gives the Python tracker's boxes bit for bit on the same backend (``tests/test_export.py``).
+The host-crop tracker (OpenCV, the official path) differs from both by the device crop's rounding (crops
+identical when shrinking, within a grey level when enlarging; boxes ≤ 2.6e-4 px on the fixture sequence).
 
 The variables are an argument (the serialised programs stay small) and are saved beside as ``variables.npz``
 (keys ``params/backbone/...``). The output folder holds ``prepare.jax``, ``track.jax``, ``variables.npz``,
@@ -33,81 +37,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from grm_jax.boxes import clip_box
-from grm_jax.data.processing import normalize_image
-from grm_jax.models.relation import template_box_mask
-from grm_jax.track import device_crop
-from grm_jax.track.tracker import TrackerParams, make_network_step
+from grm_jax.track.tracker import TrackerParams, device_template_fn, device_track_fn
 from grm_jax.track.window import hann2d
 
 FILES = ("prepare.jax", "track.jax", "variables.npz", "meta.json", "export_runtime.py")
 
 
-def map_box_back_f32(pixels, state, resize_factor, search_size: int):
-    """:func:`grm_jax.track.tracker.map_box_back` in jnp float32: half = 0.5·S/rf, (pcx, pcy) the previous
-    centre; x = (cx − w/2) + (pcx − half), y likewise (the sum regrouped so that the crop-sized terms are added
-    first and the image coordinate is rounded once); returns (x, y, w, h)."""
-    pcx = state[:, 0] + 0.5 * state[:, 2]
-    pcy = state[:, 1] + 0.5 * state[:, 3]
-    half = 0.5 * search_size / resize_factor
-    cx, cy, w, h = (pixels[:, i] for i in range(4))
-    return jnp.stack([(cx - 0.5 * w) + (pcx - half), (cy - 0.5 * h) + (pcy - half), w, h], axis=-1)
-
-
-def template_crop_box(boxes, resize_factor, template_size: int):
-    """:func:`grm_jax.data.processing.transform_box_to_crop` of a box in its own crop, float32, batched:
-    ((out − 1)/2 − wh·rf/2, wh·rf)/out (normalised x, y, w, h)."""
-    wh = boxes[:, 2:4] * resize_factor[:, None]
-    centre = jnp.float32((template_size - 1) / 2)
-    return jnp.concatenate([centre - 0.5 * wh, wh], axis=-1) / template_size
-
-
-def normalize_table() -> np.ndarray:
-    """(256, 3) float32: :func:`grm_jax.data.processing.normalize_image` of every grey level in every channel."""
-    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-    return normalize_image(levels[None])[0]
-
-
-def normalize_exact(crops):
-    """Crops (B,H,W,3) holding uint8 values → the host's normalisation, bit for bit, by table look-up.
-
-    (XLA rewrites x/255 and /std as products with reciprocals, which differ from NumPy's divisions by an ulp; the
-    Python tracker normalises its template on the host, so the exported template must match it exactly.)
-    """
-    table = jnp.asarray(normalize_table())
-    return table[crops.astype(jnp.int32), jnp.arange(3)]
-
-
 def make_prepare_fn(model, params: TrackerParams):
-    """``(frames, boxes) → (z, template_mask)``: template crop (device crop), normalised, and its box mask."""
-    grid = params.template_size // model.patch_size
-
-    def prepare(frames, boxes):
-        crops, rf = device_crop.sample_target(frames, boxes, params.template_factor, params.template_size)
-        mask = template_box_mask(template_crop_box(boxes, rf, params.template_size), grid)
-        return normalize_exact(crops), mask
-
-    return prepare
+    """``(frames, boxes) → (z, template_mask)``: the Python tracker's device-crop initialisation itself
+    (:func:`grm_jax.track.tracker.device_template_fn`)."""
+    return device_template_fn(model, params.template_factor, params.template_size)
 
 
 def make_track_fn(model, params: TrackerParams):
-    """``(variables, z, template_mask, frames, state, threshold) → {state, score_map, interaction_ratio}``."""
-    network = make_network_step(model, hann2d(params.search_size // model.patch_size))
-    size = params.search_size
-
-    def track(variables, z, template_mask, frames, state, threshold):
-        crops, rf = device_crop.sample_target(frames, state, params.search_factor, size)
-        box, maps = network(variables, z, device_crop.normalize(crops), template_mask, threshold)
-        pixels = (box * jnp.float32(size)) / rf[:, None]  # float32, as crop_box_to_pixels
-        mapped = map_box_back_f32(pixels, state, rf, size)
-        height, width = frames.shape[1:3]
-        new = clip_box(mapped, jnp.float32(height), jnp.float32(width), margin=10)
-        # ``pixels`` and ``resize_factor`` let a runtime redo map-back and clip in float64 on the host, as the
-        # Python tracker does (export_runtime.py does; ``state`` is the all-float32 on-device answer).
-        return dict(state=new, pixels=pixels, resize_factor=rf, score_map=maps["score_map"][..., 0],
-                    interaction_ratio=maps["interaction_ratio"])
-
-    return track
+    """``(variables, z, template_mask, frames, state, threshold) → outputs``: the Python tracker's device-crop
+    step itself (:func:`grm_jax.track.tracker.device_track_fn`), so that both run the same program."""
+    window = hann2d(params.search_size // model.patch_size)
+    return device_track_fn(model, window, params.search_factor, params.search_size)
 
 
 def plain_variables(variables) -> dict:

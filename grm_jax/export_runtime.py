@@ -85,19 +85,25 @@ class ExportedTracker:
     def track_batch(self, frames) -> np.ndarray:
         """One step for every sequence: ``frames`` (B,H,W,3) uint8 → boxes (B,4) float64 x,y,w,h px.
 
-        ``last_outputs`` keeps the step's ``score_map`` (B,S,S) and ``interaction_ratio`` (B,L−1) as NumPy.
+        ``last_outputs`` keeps the step's outputs as NumPy, the sequence first: ``score_map`` (B,S,S),
+        ``size_map``, ``offset_map``, ``interaction_ratio`` (B,L−1), ``decisions`` (B,L−1,Ns) int8 (1 = the
+        token interacts with the template), ``search_crop`` (B,S,S,3) uint8, ``crop_box`` (B,4) normalised
+        cx,cy,w,h in the crop, ``pixels`` (the same × S/rf), ``resize_factor`` (B,).
         """
         if self.state is None:
             raise RuntimeError("call initialize / initialize_batch first")
         frames = np.asarray(frames, np.uint8)
         if frames.shape[0] != self.state.shape[0]:
             raise ValueError(f"{frames.shape[0]} frames for {self.state.shape[0]} initialised sequences")
-        out = self._track_call(self.variables, self.z, self.template_mask, frames, self.state.astype(np.float32),
-                               self.threshold)
-        self.last_outputs = {k: np.asarray(v) for k, v in out.items()}
-        # Map back and clip in float64 on the host, exactly as the Python tracker (the device's float32 answer
-        # is ``last_outputs['state']``).
-        mapped = map_box_back(out["pixels"], self.state, out["resize_factor"], self.meta["search_size"])
+        out = {k: np.asarray(v) for k, v in self._track_call(
+            self.variables, self.z, self.template_mask, frames, self.state.astype(np.float32),
+            self.threshold).items()}
+        out["score_map"] = out["score_map"][..., 0]
+        out["decisions"] = np.moveaxis(out["decisions"], 0, 1)
+        self.last_outputs = out
+        # Map back and clip in float64 on the host, exactly as the Python tracker.
+        mapped = map_box_back(out["pixels"].astype(np.float64), self.state, out["resize_factor"].astype(np.float64),
+                              self.meta["search_size"])
         self.state = clip_box(mapped, frames.shape[1], frames.shape[2])
         return self.state.copy()
 

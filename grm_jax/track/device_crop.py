@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from grm_jax.config import IMAGENET_MEAN, IMAGENET_STD
+from grm_jax.data.processing import normalize_image
 
 
 def crop_geometry(state, factor: float):
@@ -128,3 +130,19 @@ def normalize(crops):
 
 
 sample_target_jit = jax.jit(sample_target, static_argnums=(2, 3))
+
+
+def normalize_table() -> np.ndarray:
+    """(256, 3) float32: :func:`grm_jax.data.processing.normalize_image` of every grey level in every channel."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    return normalize_image(levels[None])[0]
+
+
+def normalize_exact(crops):
+    """Crops (B,H,W,3) holding uint8 values → the host's normalisation, bit for bit, by table look-up.
+
+    (XLA rewrites x/255 and /std as products with reciprocals, which differ from NumPy's divisions by an ulp;
+    templates are normalised once per sequence, so they take the exact path.)
+    """
+    table = jnp.asarray(normalize_table())
+    return table[crops.astype(jnp.int32), jnp.arange(3)]

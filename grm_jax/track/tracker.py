@@ -100,21 +100,49 @@ def make_network_step(model, window: np.ndarray) -> Callable:
     return jax.jit(step)
 
 
-def make_device_step(model, window: np.ndarray, search_factor: float, search_size: int) -> Callable:
-    """Compiled ``(variables, z, frames, state, template_mask, threshold) → (box_px, rf, maps)``: crop on device.
+def template_crop_box(boxes, resize_factor, template_size: int):
+    """:func:`grm_jax.data.processing.transform_box_to_crop` of a box in its own crop, float32, batched:
+    ((out − 1)/2 − wh·rf/2, wh·rf)/out (normalised x, y, w, h)."""
+    wh = boxes[:, 2:4] * resize_factor[:, None]
+    centre = jnp.float32((template_size - 1) / 2)
+    return jnp.concatenate([centre - 0.5 * wh, wh], axis=-1) / template_size
 
-    ``frames`` (B,H,W,3) uint8, ``state`` (B,4) previous boxes; returns the crop-pixel box (cx,cy,w,h) × crop_sz
-    and the resize factors, for the host's float64 map-back and clip.
+
+def device_template_fn(model, template_factor: float, template_size: int) -> Callable:
+    """The device-crop initialisation, ``(frames (B,H,W,3) uint8, boxes (B,4) float32) → (z, template_mask)``:
+    template crop on the device, normalised exactly as on the host, and its box mask (spec §1.4). Shared by
+    :class:`BatchTracker` (``crop='device'``) and :mod:`grm_jax.export`, like :func:`device_track_fn`."""
+    grid = template_size // model.patch_size
+
+    def prepare(frames, boxes):
+        crops, rf = device_crop.sample_target(frames, boxes, template_factor, template_size)
+        mask = template_box_mask(template_crop_box(boxes, rf, template_size), grid)
+        return device_crop.normalize_exact(crops), mask
+
+    return prepare
+
+
+def device_track_fn(model, window: np.ndarray, search_factor: float, search_size: int) -> Callable:
+    """The device-crop tracker step, ``(variables, z, template_mask, frames, state, threshold) → outputs``.
+
+    ``frames`` (B,H,W,3) uint8, ``state`` (B,4) float32 previous boxes x,y,w,h px. Crops around ``state`` on the
+    device, runs :func:`make_network_step` and returns its maps plus ``crop_box`` (normalised cx,cy,w,h),
+    ``pixels`` = crop_box·S/rf in float32 (as :func:`crop_box_to_pixels`), ``resize_factor`` (B,) and
+    ``search_crop`` (B,S,S,3) uint8; the host then maps back and clips in float64.
+
+    One function for both users: :class:`BatchTracker` (``crop='device'``) jits it and :mod:`grm_jax.export`
+    exports it, so the two run the same program and give the same boxes, bit for bit (XLA compiles a different
+    set of outputs into different fusions, whose float32 sums round differently).
     """
     network = make_network_step(model, window)
 
-    def step(variables, z, frames, state, template_mask, threshold):
+    def step(variables, z, template_mask, frames, state, threshold):
         crops, rf = device_crop.sample_target(frames, state, search_factor, search_size)
-        x = device_crop.normalize(crops)
-        box, maps = network(variables, z, x, template_mask, threshold)
-        return box, rf, dict(maps, search_crop=crops.astype(jnp.uint8))
+        box, maps = network(variables, z, device_crop.normalize(crops), template_mask, threshold)
+        pixels = (box * jnp.float32(search_size)) / rf[:, None]
+        return dict(maps, crop_box=box, pixels=pixels, resize_factor=rf, search_crop=crops.astype(jnp.uint8))
 
-    return jax.jit(step)
+    return step
 
 
 @dataclasses.dataclass
@@ -143,8 +171,10 @@ class BatchTracker:
             raise ValueError(f"crop = {p.crop!r} is not 'host' or 'device'")
         window = hann2d(p.search_size // model.patch_size)
         self.network = make_network_step(model, window)
-        self.device_step = make_device_step(model, window, p.search_factor, p.search_size) \
-            if p.crop == "device" else None
+        self.device_step = self.device_template = None
+        if p.crop == "device":
+            self.device_step = jax.jit(device_track_fn(model, window, p.search_factor, p.search_size))
+            self.device_template = jax.jit(device_template_fn(model, p.template_factor, p.template_size))
         self.threshold = jnp.float32(p.threshold)
         grid = p.template_size // model.patch_size
         self.z = np.zeros((batch_size, p.template_size, p.template_size, 3), np.float32)
@@ -152,14 +182,20 @@ class BatchTracker:
         self.state = np.zeros((batch_size, 4), np.float64)
 
     def initialize(self, slot: int, frame: np.ndarray, box) -> None:
-        """Template crop of ``frame`` around ``box`` (x,y,w,h px) into ``slot``; the state becomes ``box``."""
+        """Template crop of ``frame`` around ``box`` (x,y,w,h px) into ``slot``; the state becomes ``box``.
+        ``crop='device'`` crops on the device too (identical to the host crop when it shrinks the image, within
+        one grey level on ≤ 0.5 % of the pixels when it enlarges it; tests/track/test_device_crop.py)."""
         p = self.params
         box = np.asarray(box, np.float64)
-        crop, rf, _ = sample_target(frame, box, p.template_factor, p.template_size)
-        self.z[slot] = normalize_image(crop)
-        crop_box = transform_box_to_crop(box, box, rf, p.template_size)
-        grid = p.template_size // self.model.patch_size
-        self.template_mask[slot] = np.asarray(template_box_mask(crop_box[None], grid))[0]
+        if self.device_template is not None:
+            z, mask = self.device_template(np.asarray(frame)[None], box[None].astype(np.float32))
+            self.z[slot], self.template_mask[slot] = np.asarray(z)[0], np.asarray(mask)[0]
+        else:
+            crop, rf, _ = sample_target(frame, box, p.template_factor, p.template_size)
+            self.z[slot] = normalize_image(crop)
+            crop_box = transform_box_to_crop(box, box, rf, p.template_size)
+            grid = p.template_size // self.model.patch_size
+            self.template_mask[slot] = np.asarray(template_box_mask(crop_box[None], grid))[0]
         self.state[slot] = box
 
     def track(self, frames: Sequence[np.ndarray | None]) -> tuple[np.ndarray, dict]:
@@ -175,9 +211,11 @@ class BatchTracker:
                               for f in frames])
             if any(f is not None and f.shape != shape for f in frames):
                 raise ValueError("device crop needs frames of one size per batch; use crop='host'")
-            box, rf, maps = self.device_step(self.variables, self.z, batch, self.state.astype(np.float32),
-                                             self.template_mask, self.threshold)
-            rf = np.asarray(rf, np.float64)
+            maps = self.device_step(self.variables, self.z, self.template_mask, batch,
+                                    self.state.astype(np.float32), self.threshold)
+            maps = {k: np.asarray(v) for k, v in maps.items()}
+            box, pixels = maps.pop("crop_box"), maps.pop("pixels").astype(np.float64)
+            rf = maps.pop("resize_factor").astype(np.float64)
         else:
             x = np.zeros((self.batch_size, p.search_size, p.search_size, 3), np.float32)
             rf = np.ones(self.batch_size, np.float64)
@@ -189,7 +227,7 @@ class BatchTracker:
             box, maps = self.network(self.variables, self.z, x, self.template_mask, self.threshold)
             maps = dict(maps, search_crop=np.stack([c if c is not None else np.zeros(x.shape[1:], np.uint8)
                                                     for c in crops]))
-        pixels = crop_box_to_pixels(np.asarray(box), p.search_size, rf)
+            pixels = crop_box_to_pixels(np.asarray(box), p.search_size, rf)
         mapped = map_box_back(pixels, self.state, rf, p.search_size)
         for i, frame in enumerate(frames):
             if frame is not None:

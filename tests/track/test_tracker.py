@@ -61,7 +61,8 @@ def test_device_crop_tracks_close_to_host(tiny_model_and_variables, refs):
     boxes = np.stack([tracker.track(f) for f in refs["frames"][1:]])
     error = np.abs(boxes - refs["box_out"]).max()
     # The device crop reproduces OpenCV's fixed-point bilinear exactly when downscaling (every crop of this
-    # sequence); what remains is the crop origin and rf computed in float32 on the device: measured 2.6e-4 px.
+    # sequence); what remains is the crop origin and rf computed in float32 on the device and XLA's
+    # summation order: measured 7.9e-5 px from the official boxes (the host path: 6.9e-5).
     assert error < 1e-3, error
 
 
