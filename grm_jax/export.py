@@ -18,7 +18,7 @@ Both programs are the Python tracker's own device-crop functions (``Tracker`` wi
 :func:`grm_jax.track.tracker.device_template_fn` and :func:`~grm_jax.track.tracker.device_track_fn`), so the
 exported tracker gives the Python tracker's boxes bit for bit on the same backend (``tests/test_export.py``).
 The host-crop tracker (OpenCV, the official path) differs from both by the device crop's rounding (crops
-identical when shrinking, within a grey level when enlarging; boxes ≤ 2.6e-4 px on the fixture sequence).
+identical when shrinking, within a grey level when enlarging; boxes 7.3e-5 px apart on the fixture sequence).
 
 The variables are an argument (the serialised programs stay small) and are saved beside as ``variables.npz``
 (keys ``params/backbone/...``). The output folder holds ``prepare.jax``, ``track.jax``, ``variables.npz``,

@@ -184,7 +184,7 @@ class BatchTracker:
     def initialize(self, slot: int, frame: np.ndarray, box) -> None:
         """Template crop of ``frame`` around ``box`` (x,y,w,h px) into ``slot``; the state becomes ``box``.
         ``crop='device'`` crops on the device too (identical to the host crop when it shrinks the image, within
-        one grey level on ≤ 0.5 % of the pixels when it enlarges it; tests/track/test_device_crop.py)."""
+        one grey level on ≤ 0.5 % of the pixels when it enlarges it; tests/track/test_tracker.py)."""
         p = self.params
         box = np.asarray(box, np.float64)
         if self.device_template is not None:
