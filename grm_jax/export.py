@@ -123,7 +123,7 @@ def _size(path: pathlib.Path) -> str:
 def main(argv) -> int:
     from absl import app, flags, logging
 
-    from grm_jax.config import test_threshold, validate
+    from grm_jax.config import validate
     from grm_jax.evaluate.run import load_checkpoint_variables
     from grm_jax.models import build_model
 
@@ -135,9 +135,7 @@ def main(argv) -> int:
     validate(config)
     checkpoint = pathlib.Path(_CHECKPOINT.value)
     variables = load_checkpoint_variables(checkpoint, config)
-    threshold = _THRESHOLD.value if _THRESHOLD.value is not None else test_threshold(config, _DATASET.value)
-    params = TrackerParams.from_config(config, crop="device")
-    params = TrackerParams(**{**params.__dict__, "threshold": float(threshold)})
+    params = TrackerParams.from_config(config, _DATASET.value, crop="device", threshold=_THRESHOLD.value)
     frame_size = tuple(int(v) for v in _FRAME_SIZE.value.split(",")) if _FRAME_SIZE.value else None
     out = _OUTPUT.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "export"
     path = save_artefact(out, build_model(config), variables, params, frame_size, tuple(_PLATFORMS.value),

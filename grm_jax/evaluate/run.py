@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from grm_jax.config import test_threshold
 from grm_jax.evaluate import report, results
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.models import build_model
@@ -102,9 +101,7 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     sequences, read = load_sequences(config, dataset, data_dir, sequence_list)
     if max_sequences:
         sequences = sequences[:max_sequences]
-    tau = test_threshold(config, dataset) if threshold is None else float(threshold)
-    params = TrackerParams.from_config(config, crop=crop)
-    params = TrackerParams(**{**params.__dict__, "threshold": tau})
+    params = TrackerParams.from_config(config, dataset, crop=crop, threshold=threshold)
     chosen = None if on_frame_sequences is None else set(on_frame_sequences)
     watched = set() if on_frame is None else {s.name for s in sequences if chosen is None or s.name in chosen}
     todo = [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)]
@@ -133,4 +130,4 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
     written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
-                threshold=tau, plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})
+                threshold=params.threshold, plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})

@@ -67,7 +67,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from grm_jax.config import test_threshold, validate
+    from grm_jax.config import validate
     from grm_jax.evaluate.run import load_checkpoint_variables
     from grm_jax.models import build_model
     from grm_jax.track.tracker import Tracker, TrackerParams
@@ -78,9 +78,7 @@ def main(argv):
     validate(config)
     box = parse_box(_BOX.value)
     variables = load_checkpoint_variables(_CHECKPOINT.value, config)
-    threshold = _THRESHOLD.value if _THRESHOLD.value is not None else test_threshold(config, "DEFAULT")
-    params = TrackerParams.from_config(config, crop=_CROP.value)
-    params = TrackerParams(**{**params.__dict__, "threshold": float(threshold)})
+    params = TrackerParams.from_config(config, "DEFAULT", crop=_CROP.value, threshold=_THRESHOLD.value)
     tracker = Tracker(build_model(config), variables, params)
     frames, fps = read_frames(_VIDEO.value, _MAX_FRAMES.value)
     vis_dir = pathlib.Path(_VIS_DIR.value) if _VIS_DIR.value else None

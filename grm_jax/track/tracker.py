@@ -48,13 +48,17 @@ class TrackerParams:
     crop: str = "host"  # "host" (exact) or "device"
 
     @classmethod
-    def from_config(cls, config, dataset: str | None = None, crop: str = "host") -> TrackerParams:
+    def from_config(cls, config, dataset: str | None = None, crop: str = "host",
+                    threshold: float | None = None) -> TrackerParams:
+        """``threshold``: the division threshold if given, else ``dataset``'s TEST.HYPER value, else 0."""
         from grm_jax.config import test_threshold
 
+        if threshold is None:
+            threshold = test_threshold(config, dataset) if dataset else 0.0
         t = config.test
         return cls(template_factor=float(t.template_factor), template_size=int(t.template_size),
                    search_factor=float(t.search_factor), search_size=int(t.search_size),
-                   threshold=test_threshold(config, dataset) if dataset else 0.0, crop=crop)
+                   threshold=float(threshold), crop=crop)
 
 
 def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndarray,
