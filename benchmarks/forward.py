@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import os
 import pathlib
 import re
@@ -39,6 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grm_jax.config import load_config_file  # noqa: E402
+from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
 
@@ -103,32 +103,6 @@ def matmul_gflops(size: int, dtype=jnp.float32, iters: int = 10) -> float:
     a, b = (jnp.asarray(rng.normal(size=(size, size)), dtype) for _ in range(2))
     fn = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
     return 2 * size ** 3 / np.median(timed(fn, a, b, warmup=2, iters=iters)) / 1e9
-
-
-def _walk(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _walk(inner)
-
-
-def matmul_flops(fn, *args) -> float:
-    """2·MAC of every dot_general and conv_general_dilated in ``fn``'s jaxpr (the spec's GFLOP convention)."""
-    total = 0
-    for eqn in _walk(jax.make_jaxpr(fn)(*args).jaxpr):
-        out = math.prod(eqn.outvars[0].aval.shape)
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2 * out * math.prod(lhs[d] for d in contract)
-        elif eqn.primitive.name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape
-            spec = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
-            total += 2 * out * rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
-    return total
 
 
 def profile_ops(fn, *args, iters: int = 3, top: int = 25) -> list[tuple[float, int, str, str]]:

@@ -18,6 +18,7 @@ from flax import traverse_util
 
 from conftest import load_config, tiny_inputs
 from grm_jax import losses
+from grm_jax.flops import iter_eqns
 from grm_jax.convert.state_dict import state_dict_to_variables
 from grm_jax.models import build_model, relation, to_official_layout
 
@@ -216,16 +217,6 @@ def test_inference_variables_cast_kernels_once_with_identical_outputs(bf16, tiny
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
-def _walk(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _walk(inner)
-
-
 def test_bfloat16_matmuls_accumulate_in_float32_and_the_rest_stays_float32(bf16, tiny_outputs):
     """Forward (the masked path, train mode): every matmul/conv takes bfloat16 operands and returns float32;
     softmax (exp), LayerNorm and BatchNorm statistics (reductions, rsqrt), GELU (erf) and the loss are float32.
@@ -243,11 +234,11 @@ def test_bfloat16_matmuls_accumulate_in_float32_and_the_rest_stays_float32(bf16,
 
     closed = jax.make_jaxpr(jax.value_and_grad(loss_fn))(variables["params"])
     assert all(aval.dtype == jnp.float32 for aval in closed.out_avals)  # loss and gradients
-    products = [eqn for eqn in _walk(closed.jaxpr) if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
+    products = [eqn for eqn in iter_eqns(closed.jaxpr) if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
     assert len(products) > 100 and all(eqn.outvars[0].aval.dtype == jnp.float32 for eqn in products)
 
     matmuls = statistics = 0
-    for eqn in _walk(jax.make_jaxpr(loss_fn)(variables["params"]).jaxpr):  # the forward pass
+    for eqn in iter_eqns(jax.make_jaxpr(loss_fn)(variables["params"]).jaxpr):  # the forward pass
         name = eqn.primitive.name
         if name in ("dot_general", "conv_general_dilated"):
             matmuls += 1

@@ -1,0 +1,42 @@
+"""What a traced program computes: its equations (nested ones included) and its matmul FLOP count.
+
+Used by ``benchmarks/forward.py`` (GFLOP per forward, cross-checked against the spec's counts) and by the tests
+that inspect which dtypes the matmuls take.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import jax
+
+
+def iter_eqns(jaxpr) -> Iterator:
+    """Every equation of ``jaxpr`` and, depth first, of the jaxprs nested in its parameters (jit, custom_vjp,
+    remat, scan ... bodies)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from iter_eqns(inner)
+
+
+def matmul_flops(fn, *args) -> int:
+    """2·MAC of every ``dot_general`` and ``conv_general_dilated`` in ``fn(*args)``'s jaxpr (the spec's GFLOP
+    convention): dot 2·|out|·Π contracted dims; convolution 2·|out|·C_in·Π kernel spatial dims. ``args`` may be
+    ``jax.ShapeDtypeStruct``s."""
+    total = 0
+    for eqn in iter_eqns(jax.make_jaxpr(fn)(*args).jaxpr):
+        out = math.prod(eqn.outvars[0].aval.shape)
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * out * math.prod(lhs[d] for d in contract)
+        elif eqn.primitive.name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            spec = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
+            total += 2 * out * rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
+    return total
