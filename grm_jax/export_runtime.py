@@ -102,8 +102,7 @@ class ExportedTracker:
         out["decisions"] = np.moveaxis(out["decisions"], 0, 1)
         self.last_outputs = out
         # Map back and clip in float64 on the host, exactly as the Python tracker.
-        mapped = map_box_back(out["pixels"].astype(np.float64), self.state, out["resize_factor"].astype(np.float64),
-                              self.meta["search_size"])
+        mapped = map_box_back(out["pixels"], self.state, out["resize_factor"], self.meta["search_size"])
         self.state = clip_box(mapped, frames.shape[1], frames.shape[2])
         return self.state.copy()
 

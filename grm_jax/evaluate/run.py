@@ -130,4 +130,5 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
     written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
-                threshold=params.threshold, plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})
+                threshold=params.threshold,
+                plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})

@@ -218,7 +218,7 @@ class BatchTracker:
             maps = self.device_step(self.variables, self.z, self.template_mask, batch,
                                     self.state.astype(np.float32), self.threshold)
             maps = {k: np.asarray(v) for k, v in maps.items()}
-            box, pixels = maps.pop("crop_box"), maps.pop("pixels").astype(np.float64)
+            box, pixels = maps.pop("crop_box"), maps.pop("pixels")
             rf = maps.pop("resize_factor").astype(np.float64)
         else:
             x = np.zeros((self.batch_size, p.search_size, p.search_size, 3), np.float32)
