@@ -18,12 +18,20 @@ float32 ``--matmul-size``² matmul timed right before the case (median of 10), t
 /proc/stat minus this process's CPU time): on a shared machine, rows with others ≫ 0 are slowed by them.
 The division threshold is passed as an array (one program for every threshold), as the tracker does. bfloat16
 rows get their kernels cast once (``inference_variables``; ``--keep-float32-kernels`` to cast in every call).
+
+dtypes: ``float32`` = float32 with the matmul precision set to ``highest`` (full float32 products, what parity
+needs); ``tf32`` = float32 at the backend's default precision (TF32 tensor cores on an NVIDIA GPU since Ampere;
+on a CPU the same program as ``float32``); ``bfloat16`` = bfloat16 operands, float32 accumulation.
+``--matmul-reference case`` times the reference matmul in each row's own precision (bfloat16 rows: bfloat16
+operands), instead of float32 for every row. ``--json PATH`` also writes the rows as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import json
 import os
 import pathlib
 import re
@@ -97,12 +105,33 @@ def timed(fn, *args, warmup: int, iters: int) -> np.ndarray:
     return np.asarray(times)
 
 
-def matmul_gflops(size: int, dtype=jnp.float32, iters: int = 10) -> float:
-    """GFLOP/s of a size×size @ size×size matmul (float32 result), median of ``iters``."""
+def precision_scope(dtype: str):
+    """Matmul precision of a row's dtype: ``float32`` → ``highest`` (exact float32 products); ``tf32`` and
+    ``bfloat16`` → the backend's default (TF32 for float32 operands on NVIDIA GPUs)."""
+    return jax.default_matmul_precision("highest") if dtype == "float32" else contextlib.nullcontext()
+
+
+def model_dtype(dtype: str) -> str:
+    """The model's ``config.model.dtype`` for a row's dtype (``tf32`` is a float32 model)."""
+    return "float32" if dtype == "tf32" else dtype
+
+
+def matmul_gflops(size: int, dtype=jnp.float32, iters: int = 10, precision: str = "float32") -> float:
+    """GFLOP/s of a size×size @ size×size matmul (float32 result), median of ``iters``; ``precision`` as a row's
+    dtype (``float32``: highest, ``tf32``: backend default)."""
     rng = np.random.default_rng(0)
     a, b = (jnp.asarray(rng.normal(size=(size, size)), dtype) for _ in range(2))
-    fn = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+    with precision_scope(precision):
+        fn = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32)).lower(a, b).compile()
     return 2 * size ** 3 / np.median(timed(fn, a, b, warmup=2, iters=iters)) / 1e9
+
+
+def reference_gflops(size: int, dtype: str, mode: str) -> float:
+    """The reference matmul of a row: float32 (default precision) for every row (``mode='float32'``), or the
+    row's own precision (``mode='case'``: bfloat16 operands for bfloat16 rows)."""
+    if mode == "float32":
+        return matmul_gflops(size, precision="tf32")
+    return matmul_gflops(size, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, precision=dtype)
 
 
 def profile_ops(fn, *args, iters: int = 3, top: int = 25) -> list[tuple[float, int, str, str]]:
@@ -155,15 +184,16 @@ def setup(name: str, batch: int, seed: int = 0):
 
 def run_case(config, variables, z, x, attention, dtype, args, load):
     config.model.attention = attention
-    config.model.dtype = dtype
+    config.model.dtype = model_dtype(dtype)
     model = build_model(config)
-    if not args.keep_float32_kernels:
-        variables = inference_variables(variables, dtype)  # bfloat16 kernels cast once (bit-identical outputs)
+    if not args.keep_float32_kernels:  # bfloat16 kernels cast once (bit-identical outputs)
+        variables = inference_variables(variables, config.model.dtype)
     threshold = jnp.float32(args.threshold)
     forward = jax.jit(lambda v, z, x, t: model.apply(v, z, x, threshold=t))
     load.start()
     start = time.perf_counter()
-    compiled = forward.lower(variables, z, x, threshold).compile()
+    with precision_scope(dtype):
+        compiled = forward.lower(variables, z, x, threshold).compile()
     compile_s = time.perf_counter() - start
     out = jax.block_until_ready(compiled(variables, z, x, threshold))
     first_s = time.perf_counter() - start
@@ -188,11 +218,15 @@ def main():
     parser.add_argument("--batch8", action="store_true", help="add batch 8")
     parser.add_argument("--large", action="store_true", help="add grm_vitl320")
     parser.add_argument("--attention", default="masked,fused")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="of float32 (highest precision), tf32 "
+                        "(float32 at the backend's default precision), bfloat16")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per case (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-reference", default="float32", choices=["float32", "case"],
+                        help="reference matmul: float32 for every row, or each row's own precision")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows (and the FLOP counts) as JSON")
     parser.add_argument("--accuracy", action="store_true", help="deviation of each variant from masked float32")
     parser.add_argument("--profile", action="store_true", help="time per op of every case")
     parser.add_argument("--keep-float32-kernels", action="store_true",
@@ -213,7 +247,8 @@ def main():
     print(f"jax {jax.__version__}, devices {jax.devices()}, {os.cpu_count()} CPUs, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     load = OtherLoad()
-    print(f"matmul {args.matmul_size}²: float32 {matmul_gflops(args.matmul_size):.1f} GF/s, "
+    print(f"matmul {args.matmul_size}²: float32 (highest) {matmul_gflops(args.matmul_size):.1f} GF/s, "
+          f"float32 (default) {matmul_gflops(args.matmul_size, precision='tf32'):.1f} GF/s, "
           f"bfloat16 (float32 accumulation) {matmul_gflops(args.matmul_size, jnp.bfloat16):.1f} GF/s\n")
 
     rows, flop_lines = [], []
@@ -233,7 +268,7 @@ def main():
             for attention, dtype in variants:
                 if args.wait_quiet:
                     load.wait_quiet(args.wait_quiet)
-                mm = matmul_gflops(args.matmul_size)
+                mm = reference_gflops(args.matmul_size, dtype, args.matmul_reference)
                 r = run_case(config, variables, z, x, attention, dtype, args, load)
                 gfs = gflop * batch / (r["median_ms"] / 1e3)
                 row = dict(config=name, batch=batch, attention=attention, dtype=dtype, compile_s=r["compile_s"],
@@ -269,6 +304,8 @@ def main():
         if args.accuracy:
             cells += [f"{r['d_score']:.2g}", f"{r['d_box_px']:.2g}", r["flips"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows, flops=flop_lines), indent=1, default=float))
 
 
 if __name__ == "__main__":

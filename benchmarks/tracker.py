@@ -3,6 +3,7 @@
     python benchmarks/tracker.py                                  # GRM-B/256, random init, 320x240, 30 frames
     python benchmarks/tracker.py --config grm_tiny --frames 100
     python benchmarks/tracker.py --attention fused --dtype bfloat16
+    python benchmarks/tracker.py --batch 32                       # 32 sequences tracked together (BatchTracker)
 
 A generated sequence (``grm_jax.data.synthetic``, 320x240) is tracked from its first box with the ``host`` crop
 (OpenCV on the host, exact) and the ``device`` crop (crop and resize inside the compiled call). Per-frame time is
@@ -12,11 +13,15 @@ device→host copy of the outputs; the first ``--warmup`` frames (compilation) a
 the machine's drift affects both alike; ``overhead`` = the median over frames of tracker / bare − 1. Also printed:
 the time of the host crop + normalisation alone. Random weights track nothing in particular; the
 timing does not depend on the weights. ``others``: cores used by other processes meanwhile (see forward.py).
+``--batch B``: B generated sequences advance together (``BatchTracker``, one compiled call per step for all B);
+``frames/s`` = B / (median time per step), and the bare forward runs at batch B. ``--dtype`` as in forward.py
+(``float32`` = highest matmul precision, ``tf32`` = the backend's default). ``--json PATH`` writes the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import time
@@ -29,20 +34,23 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from forward import OtherLoad, timed  # noqa: E402
+from forward import OtherLoad, model_dtype, precision_scope, timed  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.data.processing import normalize_image, sample_target  # noqa: E402
 from grm_jax.data.synthetic import generate_sequence  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
-from grm_jax.track.tracker import Tracker, TrackerParams  # noqa: E402
+from grm_jax.track.tracker import BatchTracker, TrackerParams  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="grm_vitb256")
     parser.add_argument("--attention", default="masked", choices=["masked", "fused"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
+    parser.add_argument("--batch", type=int, default=1, help="sequences tracked together")
+    parser.add_argument("--crops", default="host,device", help="crop paths to time")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--frames", type=int, default=30, help="timed frames per crop path")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3, help="synthetic sequence seed")
@@ -50,14 +58,23 @@ def main():
 
     config = load_config_file(str(ROOT / "configs" / f"{args.config}.py"))
     config.model.attention = args.attention
-    config.model.dtype = args.dtype
+    config.model.dtype = model_dtype(args.dtype)
+    with precision_scope(args.dtype):  # the precision in force when each program is traced
+        run(config, args)
+
+
+def run(config, args):
     model = build_model(config)
-    z, x = example_inputs(config, 1)
-    variables = inference_variables(jax.jit(model.init)(jax.random.PRNGKey(0), z, x), args.dtype)
-    frames, boxes, _ = generate_sequence(args.seed, args.frames + args.warmup + 1, height=240, width=320)
+    z, x = example_inputs(config, args.batch)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), z[:1], x[:1])
+    variables = inference_variables(variables, config.model.dtype)
+    sequences = [generate_sequence(args.seed + i, args.frames + args.warmup + 1, height=240, width=320)
+                 for i in range(args.batch)]
+    frames = np.stack([s[0] for s in sequences], 1)  # (T, B, H, W, 3)
+    boxes = np.stack([s[1] for s in sequences], 1)  # (T, B, 4)
     load = OtherLoad()
     print(f"jax {jax.__version__}, {jax.devices()}; {args.config} {args.attention}/{args.dtype}, "
-          f"sequence {frames.shape[1:]} x {len(frames)} frames\n")
+          f"{args.batch} sequence(s) of {frames.shape[2:]} x {len(frames)} frames\n")
 
     rng = np.random.default_rng(0)
     z = jnp.asarray(rng.normal(size=z.shape), jnp.float32)
@@ -67,37 +84,43 @@ def main():
     timed(forward, variables, z, x, threshold, warmup=args.warmup, iters=1)
 
     rows = []
-    for crop in ("host", "device"):
-        tracker = Tracker(model, variables, TrackerParams.from_config(config, crop=crop))
-        tracker.initialize(frames[0], boxes[0])
-        for frame in frames[1:1 + args.warmup]:
-            tracker.track(frame)
+    for crop in args.crops.split(","):
+        tracker = BatchTracker(model, variables, TrackerParams.from_config(config, crop=crop), args.batch)
+        for slot in range(args.batch):
+            tracker.initialize(slot, frames[0, slot], boxes[0, slot])
+        for step in frames[1:1 + args.warmup]:
+            tracker.track(list(step))
         load.start()
         bare, times = [], []
-        for frame in frames[1 + args.warmup:]:  # a bare forward, then a frame: drift between the two cancels
+        for step in frames[1 + args.warmup:]:  # a bare forward, then a step: drift between the two cancels
             bare.append(timed(forward, variables, z, x, threshold, warmup=0, iters=1)[0])
             start = time.perf_counter()
-            tracker.track(frame)
+            tracker.track(list(step))
             times.append(time.perf_counter() - start)
         bare, times = 1e3 * np.asarray(bare), 1e3 * np.asarray(times)
-        rows.append(dict(path=f"tracker, {crop} crop", median=np.median(times), min=times.min(),
-                         bare=np.median(bare), overhead=100 * np.median(times / bare - 1), others=load.stop()))
+        rows.append(dict(config=args.config, attention=args.attention, dtype=args.dtype, batch=args.batch,
+                         path=f"tracker, {crop} crop", median=np.median(times), min=times.min(),
+                         fps=1e3 * args.batch / np.median(times), bare=np.median(bare),
+                         overhead=100 * np.median(times / bare - 1), others=load.stop()))
 
     crop_ms = []
-    state = boxes[0]
-    for frame in frames[1:]:
+    state = boxes[0, 0]
+    for frame in frames[1:, 0]:
         start = time.perf_counter()
         crop, _, _ = sample_target(frame, state, config.test.search_factor, config.test.search_size)
         normalize_image(crop)
         crop_ms.append(1e3 * (time.perf_counter() - start))
 
-    print("| path | median ms/frame | min ms | bare forward ms (interleaved) | overhead (median of per-frame ratios) "
-          "| others |")
-    print("|---|---|---|---|---|---|")
+    print("| path | B | median ms/step | min ms | frames/s | bare forward ms (interleaved) "
+          "| overhead (median of per-step ratios) | others |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['path']} | {r['median']:.1f} | {r['min']:.1f} | {r['bare']:.1f} | {r['overhead']:+.1f} % "
-              f"| {r['others']:.2f} |")
-    print(f"\nhost crop + normalisation alone (sample_target + normalize_image): {np.median(crop_ms):.2f} ms/frame")
+        print(f"| {r['path']} | {r['batch']} | {r['median']:.1f} | {r['min']:.1f} | {r['fps']:.0f} | {r['bare']:.1f} "
+              f"| {r['overhead']:+.1f} % | {r['others']:.2f} |")
+    crop_ms = float(np.median(crop_ms))
+    print(f"\nhost crop + normalisation alone (sample_target + normalize_image): {crop_ms:.2f} ms/frame")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows, host_crop_ms=crop_ms), indent=1, default=float))
 
 
 if __name__ == "__main__":

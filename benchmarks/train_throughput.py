@@ -5,11 +5,15 @@
 
 Prints a Markdown table: config, per-device batch, devices, compile seconds, step ms (median), samples/s and the
 process's peak resident memory (CPU) or the device's peak bytes in use (GPU/TPU, from memory_stats()).
+``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
+``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
+there is no fused variant to time. ``--json PATH`` also writes the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import resource
 import sys
@@ -17,11 +21,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import jax_utils  # noqa: E402
 
+from forward import model_dtype, precision_scope  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.models import build_model  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
@@ -39,7 +45,7 @@ def peak_memory_mb() -> float:
 
 def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
     config = load_config_file(str(ROOT / "configs" / f"{name}.py"))
-    config.model.dtype = dtype
+    config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
     n = jax.local_device_count()
     model = build_model(config)
@@ -75,16 +81,23 @@ def main():
     parser.add_argument("--configs", default="grm_tiny")
     parser.add_argument("--batches", default="2,8,32")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args()
+    rows = []
     print(f"devices: {jax.devices()}\n")
     print("| config | batch/device | devices | dtype | compile s | step ms | samples/s | peak MB |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     for name in args.configs.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            r = measure(name, batch, args.steps, args.dtype)
+            with precision_scope(args.dtype):
+                r = measure(name, batch, args.steps, args.dtype)
+            rows.append(r)
             print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {r['compile_s']:.1f} | "
                   f"{r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1, default=float))
 
 
 if __name__ == "__main__":
