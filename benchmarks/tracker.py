@@ -13,7 +13,8 @@ device→host copy of the outputs; the first ``--warmup`` frames (compilation) a
 the machine's drift affects both alike; ``overhead`` = the median over frames of tracker / bare − 1. Also printed:
 the time of the host crop + normalisation alone. Random weights track nothing in particular; the
 timing does not depend on the weights. ``others``: cores used by other processes meanwhile (see forward.py).
-``--batch B``: B generated sequences advance together (``BatchTracker``, one compiled call per step for all B);
+``--maps``: every frame's maps, decisions and search crop come to the host too (what visualisation needs; the
+default brings the boxes alone, as evaluation does). ``--batch B``: B generated sequences advance together (``BatchTracker``, one compiled call per step for all B);
 ``frames/s`` = B / (median time per step), and the bare forward runs at batch B. ``--dtype`` as in forward.py
 (``float32`` = highest matmul precision, ``tf32`` = the backend's default). ``--json PATH`` writes the rows.
 """
@@ -38,7 +39,7 @@ from forward import OtherLoad, model_dtype, precision_scope, timed  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.data.processing import normalize_image, sample_target  # noqa: E402
 from grm_jax.data.synthetic import generate_sequence  # noqa: E402
-from grm_jax.models import build_model, example_inputs  # noqa: E402
+from grm_jax.models import build_model, example_inputs, host_init  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
 from grm_jax.track.tracker import BatchTracker, TrackerParams  # noqa: E402
 
@@ -50,6 +51,8 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
     parser.add_argument("--batch", type=int, default=1, help="sequences tracked together")
     parser.add_argument("--crops", default="host,device", help="crop paths to time")
+    parser.add_argument("--maps", action="store_true", help="also bring every frame's maps, decisions and crop "
+                        "to the host (visualisation); by default only the boxes, as evaluation does")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--frames", type=int, default=30, help="timed frames per crop path")
     parser.add_argument("--warmup", type=int, default=3)
@@ -66,8 +69,7 @@ def main():
 def run(config, args):
     model = build_model(config)
     z, x = example_inputs(config, args.batch)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), z[:1], x[:1])
-    variables = inference_variables(variables, config.model.dtype)
+    variables = jax.device_put(inference_variables(host_init(model, z[:1], x[:1]), config.model.dtype))
     sequences = [generate_sequence(args.seed + i, args.frames + args.warmup + 1, height=240, width=320)
                  for i in range(args.batch)]
     frames = np.stack([s[0] for s in sequences], 1)  # (T, B, H, W, 3)
@@ -85,7 +87,8 @@ def run(config, args):
 
     rows = []
     for crop in args.crops.split(","):
-        tracker = BatchTracker(model, variables, TrackerParams.from_config(config, crop=crop), args.batch)
+        tracker = BatchTracker(model, variables, TrackerParams.from_config(config, crop=crop), args.batch,
+                               maps=args.maps)
         for slot in range(args.batch):
             tracker.initialize(slot, frames[0, slot], boxes[0, slot])
         for step in frames[1:1 + args.warmup]:
@@ -99,7 +102,7 @@ def run(config, args):
             times.append(time.perf_counter() - start)
         bare, times = 1e3 * np.asarray(bare), 1e3 * np.asarray(times)
         rows.append(dict(config=args.config, attention=args.attention, dtype=args.dtype, batch=args.batch,
-                         path=f"tracker, {crop} crop", median=np.median(times), min=times.min(),
+                         maps=args.maps, path=f"tracker, {crop} crop", median=np.median(times), min=times.min(),
                          fps=1e3 * args.batch / np.median(times), bare=np.median(bare),
                          overhead=100 * np.median(times / bare - 1), others=load.stop()))
 

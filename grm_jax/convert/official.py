@@ -19,7 +19,7 @@ from grm_jax.convert import pth_io
 from grm_jax.convert.pos_embed import resize_pos_embed
 from grm_jax.convert.state_dict import (StateDictMismatchError, state_dict_to_variables, torch_key_to_flax,
                                         torch_to_flax_array, unwrap_checkpoint, variables_to_state_dict)
-from grm_jax.models import build_model, example_inputs
+from grm_jax.models import build_model, example_inputs, host_init
 
 # Official pretrained backbones accepted by build_grm (spec §1.10), with their patch_start_index.
 PRETRAINED_START_INDEX = {
@@ -39,7 +39,7 @@ def variable_shapes(config: ml_collections.ConfigDict) -> dict:
 def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
     """Freshly initialised variables (spec §1.10 initialisers) for ``config``."""
     model = build_model(config)
-    return jax.device_get(jax.jit(model.init)(jax.random.PRNGKey(seed), *example_inputs(config)))
+    return host_init(model, *example_inputs(config), seed=seed)
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:

@@ -107,7 +107,7 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     todo = [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)]
     model = build_model(config)
     if todo:
-        tracker = BatchTracker(model, variables, params, batch_size=min(batch_size, len(todo)))
+        tracker = BatchTracker(model, variables, params, batch_size=min(batch_size, len(todo)), maps=bool(watched))
         bar = tqdm(total=sum(len(s.frames) for s in todo), desc=f"track {dataset}", unit="frame",
                    disable=not progress)
         start = time.perf_counter()

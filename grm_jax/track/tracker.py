@@ -86,17 +86,20 @@ def crop_box_to_pixels(box: np.ndarray, search_size: int, resize_factor: np.ndar
     return (box * np.float32(search_size)) / rf
 
 
-def make_network_step(model, window: np.ndarray) -> Callable:
+def make_network_step(model, window: np.ndarray, maps: bool = True) -> Callable:
     """Compiled ``(variables, z, x, template_mask, threshold) → (box, maps)``; box normalised (cx,cy,w,h).
 
     The box is decoded on the Hann-windowed score map (size/offset from the raw maps). ``threshold`` is traced.
     ``maps["decisions"]`` is each division layer's token choice, (L−1,B,Ns) int8, 1 = interacts with the template.
+    ``maps=False``: ``maps`` is empty (nothing but the box leaves the device; what evaluation needs).
     """
     window = jnp.asarray(window)[None, :, :, None]
 
     def step(variables, z, x, template_mask, threshold):
         out = model.apply(variables, z, x, template_mask, threshold=threshold)
         box = decode_boxes(out["score_map"] * window, out["size_map"], out["offset_map"])
+        if not maps:
+            return box, {}
         return box, dict(score_map=out["score_map"], size_map=out["size_map"], offset_map=out["offset_map"],
                          interaction_ratio=out["interaction_ratio"],
                          decisions=jnp.argmax(out["decisions"], axis=-1).astype(jnp.int8))
@@ -126,7 +129,8 @@ def device_template_fn(model, template_factor: float, template_size: int) -> Cal
     return prepare
 
 
-def device_track_fn(model, window: np.ndarray, search_factor: float, search_size: int) -> Callable:
+def device_track_fn(model, window: np.ndarray, search_factor: float, search_size: int,
+                    maps: bool = True) -> Callable:
     """The device-crop tracker step, ``(variables, z, template_mask, frames, state, threshold) → outputs``.
 
     ``frames`` (B,H,W,3) uint8, ``state`` (B,4) float32 previous boxes x,y,w,h px. Crops around ``state`` on the
@@ -137,14 +141,16 @@ def device_track_fn(model, window: np.ndarray, search_factor: float, search_size
     One function for both users: :class:`BatchTracker` (``crop='device'``) jits it and :mod:`grm_jax.export`
     exports it, so the two run the same program and give the same boxes, bit for bit (XLA compiles a different
     set of outputs into different fusions, whose float32 sums round differently).
+    ``maps=False``: only ``crop_box``, ``pixels`` and ``resize_factor`` (see :func:`make_network_step`).
     """
-    network = make_network_step(model, window)
+    network = make_network_step(model, window, maps)
 
     def step(variables, z, template_mask, frames, state, threshold):
         crops, rf = device_crop.sample_target(frames, state, search_factor, search_size)
-        box, maps = network(variables, z, device_crop.normalize(crops), template_mask, threshold)
+        box, out = network(variables, z, device_crop.normalize(crops), template_mask, threshold)
         pixels = (box * jnp.float32(search_size)) / rf[:, None]
-        return dict(maps, crop_box=box, pixels=pixels, resize_factor=rf, search_crop=crops.astype(jnp.uint8))
+        out = dict(out, crop_box=box, pixels=pixels, resize_factor=rf)
+        return dict(out, search_crop=crops.astype(jnp.uint8)) if maps else out
 
     return step
 
@@ -161,12 +167,18 @@ class Slot:
 
 
 class BatchTracker:
-    """B sequences tracked together: one compiled forward per frame for the whole batch."""
+    """B sequences tracked together: one compiled forward per frame for the whole batch.
 
-    def __init__(self, model, variables, params: TrackerParams, batch_size: int = 1):
-        # Lower-precision models: kernels cast once here instead of in every call (bit-identical outputs).
-        variables = inference_variables(variables, model.dtype)
+    ``maps=False``: :meth:`track` returns the boxes and no per-frame maps (score maps, decisions, crops), so that
+    nothing else crosses from the device each frame; evaluation without visualisation runs this way.
+    """
+
+    def __init__(self, model, variables, params: TrackerParams, batch_size: int = 1, maps: bool = True):
+        # Lower-precision models: kernels cast once here instead of in every call (bit-identical outputs); the
+        # variables, and the templates between initialisations, stay on the device.
+        variables = jax.device_put(inference_variables(variables, model.dtype))
         self.model, self.variables, self.params, self.batch_size = model, variables, params, batch_size
+        self.maps = maps
         p = params
         if p.template_size != model.template_size or p.search_size != model.search_size:
             raise ValueError(f"tracker crop sizes {p.template_size}/{p.search_size} do not match the model's "
@@ -174,16 +186,17 @@ class BatchTracker:
         if p.crop not in ("host", "device"):
             raise ValueError(f"crop = {p.crop!r} is not 'host' or 'device'")
         window = hann2d(p.search_size // model.patch_size)
-        self.network = make_network_step(model, window)
+        self.network = make_network_step(model, window, maps)
         self.device_step = self.device_template = None
         if p.crop == "device":
-            self.device_step = jax.jit(device_track_fn(model, window, p.search_factor, p.search_size))
+            self.device_step = jax.jit(device_track_fn(model, window, p.search_factor, p.search_size, maps))
             self.device_template = jax.jit(device_template_fn(model, p.template_factor, p.template_size))
         self.threshold = jnp.float32(p.threshold)
         grid = p.template_size // model.patch_size
         self.z = np.zeros((batch_size, p.template_size, p.template_size, 3), np.float32)
         self.template_mask = np.zeros((batch_size, grid * grid), np.float32)
         self.state = np.zeros((batch_size, 4), np.float64)
+        self._template_on_device = None  # (z, template_mask) on the device; None after an initialize
 
     def initialize(self, slot: int, frame: np.ndarray, box) -> None:
         """Template crop of ``frame`` around ``box`` (x,y,w,h px) into ``slot``; the state becomes ``box``.
@@ -201,6 +214,13 @@ class BatchTracker:
             grid = p.template_size // self.model.patch_size
             self.template_mask[slot] = np.asarray(template_box_mask(crop_box[None], grid))[0]
         self.state[slot] = box
+        self._template_on_device = None
+
+    def _template(self):
+        """The templates and their masks on the device, copied there once per initialisation."""
+        if self._template_on_device is None:
+            self._template_on_device = jax.device_put((self.z, self.template_mask))
+        return self._template_on_device
 
     def track(self, frames: Sequence[np.ndarray | None]) -> tuple[np.ndarray, dict]:
         """Advance every slot whose frame is given (None: idle slot, state kept). Returns (B,4) boxes and the
@@ -215,9 +235,8 @@ class BatchTracker:
                               for f in frames])
             if any(f is not None and f.shape != shape for f in frames):
                 raise ValueError("device crop needs frames of one size per batch; use crop='host'")
-            maps = self.device_step(self.variables, self.z, self.template_mask, batch,
-                                    self.state.astype(np.float32), self.threshold)
-            maps = {k: np.asarray(v) for k, v in maps.items()}
+            maps = jax.device_get(self.device_step(self.variables, *self._template(), batch,
+                                                   self.state.astype(np.float32), self.threshold))
             box, pixels = maps.pop("crop_box"), maps.pop("pixels")
             rf = maps.pop("resize_factor").astype(np.float64)
         else:
@@ -228,17 +247,20 @@ class BatchTracker:
                 if frame is not None:
                     crops[i], rf[i], _ = sample_target(frame, self.state[i], p.search_factor, p.search_size)
                     x[i] = normalize_image(crops[i])
-            box, maps = self.network(self.variables, self.z, x, self.template_mask, self.threshold)
-            maps = dict(maps, search_crop=np.stack([c if c is not None else np.zeros(x.shape[1:], np.uint8)
-                                                    for c in crops]))
-            pixels = crop_box_to_pixels(np.asarray(box), p.search_size, rf)
+            z, template_mask = self._template()
+            box, maps = jax.device_get(self.network(self.variables, z, x, template_mask, self.threshold))
+            if self.maps:
+                maps = dict(maps, search_crop=np.stack([c if c is not None else np.zeros(x.shape[1:], np.uint8)
+                                                        for c in crops]))
+            pixels = crop_box_to_pixels(box, p.search_size, rf)
         mapped = map_box_back(pixels, self.state, rf, p.search_size)
         for i, frame in enumerate(frames):
             if frame is not None:
                 height, width = frame.shape[:2]
                 self.state[i] = clip_box(mapped[i], height, width, margin=10)
         maps = {k: np.asarray(v) for k, v in maps.items()}
-        maps["decisions"] = np.moveaxis(maps["decisions"], 0, 1)  # slot first, like every other output
+        if "decisions" in maps:
+            maps["decisions"] = np.moveaxis(maps["decisions"], 0, 1)  # slot first, like every other output
         maps["crop_box"] = np.asarray(box)
         maps["resize_factor"] = rf
         maps["active"] = active

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from grm_jax import checkpoints as model_checkpoints
-from grm_jax.models import build_model, example_inputs
+from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train import checkpoint as ckpt
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.parallel import RUNNERS
@@ -54,7 +54,7 @@ class TrainResult:
 
 def init_train_state(config, model, optimizer_factory) -> TrainState:
     """Fresh variables (seed ``config.train.seed``) or those of ``config.train.init_checkpoint``."""
-    variables = jax.jit(model.init)(jax.random.PRNGKey(config.train.seed), *example_inputs(config))
+    variables = host_init(model, *example_inputs(config), seed=config.train.seed)
     if config.train.init_checkpoint:
         loaded, _ = model_checkpoints.load_variables(config.train.init_checkpoint)
         variables = {**variables, **loaded}
