@@ -7,7 +7,9 @@
 With no flags: re-evaluates the demo run (``runs/demo``, from ``make demo``) on the held-out synthetic sequences.
 ``--checkpoint`` is an Orbax directory (a training run's workdir, its ``checkpoints/`` or a converted checkpoint)
 or an official ``.pth``/``.pth.tar``. Result files follow the official layout; finished sequences are skipped on a
-rerun. The division threshold is the config's ``TEST.HYPER`` value for the dataset unless ``--threshold`` is given.
+rerun if the results folder's record (``grm_jax_results.json``) shows the same weights, threshold, crop and config;
+otherwise eval.py stops and says what differs (``--retrack`` deletes those results and tracks again). The division
+threshold is the config's ``TEST.HYPER`` value for the dataset unless ``--threshold`` is given.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _RESULTS = flags.DEFINE_string("results_dir", None, "default: <checkpoint>/resul
 _BATCH = flags.DEFINE_integer("batch_size", None, "sequences tracked together (default config.eval.batch_size)")
 _CROP = flags.DEFINE_enum("crop", None, ["host", "device"], "crop path (default config.eval.crop)")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "override the dataset's division threshold")
+_RETRACK = flags.DEFINE_bool("retrack", False, "when --results_dir holds results of another model, threshold, crop "
+                             "or config, delete them and track again (default: stop and say what differs)")
 _SEQUENCES = flags.DEFINE_string("sequence_list", None, "file with the sequence names to evaluate")
 _VIS_DIR = flags.DEFINE_string("vis_dir", None, "write an overlay video per sequence and token-division grids "
                                "(grm_jax.viz) into this folder; those sequences are tracked again")
@@ -72,7 +76,8 @@ def main(argv):
     out = evaluate(config, variables, _DATASET.value, data_dir, results_dir,
                    batch_size=_BATCH.value or config.eval.batch_size, crop=_CROP.value or config.eval.crop,
                    threshold=_THRESHOLD.value, sequence_list=_SEQUENCES.value, on_frame=recorder,
-                   on_frame_sequences=_VIS_SEQUENCES.value)
+                   on_frame_sequences=_VIS_SEQUENCES.value, on_mismatch="retrack" if _RETRACK.value else "error",
+                   checkpoint=checkpoint)
     if recorder is not None:
         recorder.close()
         print(f"visualisations: {len(recorder.written)} files in {_VIS_DIR.value}")

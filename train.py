@@ -2,7 +2,8 @@
 
 With no flags: the built-in default (``configs/grm_tiny_synthetic.py``): a small GRM trained on generated
 sequences and evaluated on held-out ones, a few minutes on a 2-core CPU (``make demo``). A run resumes from the
-latest checkpoint in its workdir; SIGTERM saves and stops.
+latest checkpoint in its workdir. SIGTERM (preemption) saves a checkpoint and stops: no evaluation follows, and the
+exit status is 143 (128 + SIGTERM, what the signal itself would have given) so that a scheduler sees the preemption.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from grm_jax import compilation_cache
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here")
@@ -32,6 +35,10 @@ def main(argv):
         jax.distributed.initialize()
     print(f"devices: {jax.devices()} (process {jax.process_index()} of {jax.process_count()})")
     out = train_and_evaluate(config, _WORKDIR.value)
+    if out["preempted"]:
+        print(f"preempted: stopped at step {out['step']} (checkpoint saved in {out['workdir']}); rerun the same "
+              f"command to resume")
+        return EXIT_PREEMPTED
     if "eval" in out and "scores" in out["eval"]:
         scores = out["eval"]["scores"]
         print(f"\n{config.eval.dataset}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,3 +75,52 @@ def test_eval_py_device_crop_and_analyze_only(small_run):
 def test_eval_py_names_a_missing_checkpoint(tmp_path):
     proc = _run(["eval.py", "--checkpoint", str(tmp_path / "nothing")], timeout=300)
     assert proc.returncode != 0 and "no checkpoint in" in proc.stderr
+
+
+@pytest.mark.timeout(900)
+def test_eval_py_refuses_stale_results_and_retracks_on_request(small_run):
+    """Results of threshold 0 are not reported as threshold 0.9's; --retrack tracks them again."""
+    base, overrides, _ = small_run
+    host = base / "run" / "results" / "synthetic"
+    args = ["eval.py", "--checkpoint", str(base / "run"), "--threshold", "0.9", "--results_dir", str(host),
+            *overrides]
+    proc = _run(args)
+    assert proc.returncode != 0
+    assert "threshold: 0.0 → 0.9" in proc.stderr and "--retrack" in proc.stderr, proc.stderr[-2000:]
+    proc = _run([*args, "--retrack"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "tracking again" in proc.stdout and "synthetic (threshold 0.9): AUC" in proc.stdout
+    assert json.loads((host / "grm_jax_results.json").read_text())["threshold"] == 0.9
+
+
+@pytest.mark.timeout(900)
+def test_train_py_extended_run_scores_its_new_model(small_run):
+    """Resumed to a later step, train.py tracks again instead of re-printing the old model's scores."""
+    base, overrides, _ = small_run
+    proc = _run(["train.py", "--workdir", str(base / "run"), "--config.train.epochs=2",
+                 "--config.data.sample_per_epoch=48", "--config.train.log_every_steps=2", *overrides])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resuming from step 6" in proc.stdout and "were made by another run" in proc.stdout
+    record = json.loads((base / "run" / "results" / "synthetic" / "grm_jax_results.json").read_text())
+    assert record["step"] == 12
+    summary = json.loads((base / "run" / "eval_summary.json").read_text())
+    assert summary["record"]["step"] == 12
+
+
+@pytest.mark.timeout(900)
+def test_train_py_preempted_stops_without_evaluating(small_run, tmp_path):
+    base, overrides, _ = small_run
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "train.py", "--workdir", str(tmp_path), "--config.train.epochs=1",
+                             "--config.data.sample_per_epoch=8000", "--config.train.log_every_steps=1",
+                             *overrides], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists() and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 143, stderr[-3000:]  # 128 + SIGTERM: the scheduler sees a preemption
+    assert "preempted: stopped at step" in stdout
+    assert not (tmp_path / "results").exists() and not (tmp_path / "eval_summary.json").exists()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]

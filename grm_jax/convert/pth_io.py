@@ -44,13 +44,14 @@ import math
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 import zlib
 from typing import Any, Mapping
 
 import ml_dtypes
 import numpy as np
+
+from grm_jax.files import atomic_write_with
 
 __all__ = [
     "CheckpointError",
@@ -614,24 +615,6 @@ def _archive_name(path: str) -> str:
     return stem if ok else "archive"
 
 
-def _atomic_write(path: str, write_fn) -> None:
-    """Write via ``write_fn(tmp_path)`` to a temporary file in the target folder, then ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_pth(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` in torch's zip format, atomically (temporary file + ``os.replace``).
 
@@ -656,7 +639,7 @@ def save_pth(obj: Any, path: str | os.PathLike) -> None:
                 _write_aligned(zf, f"{prefix}/data/{key}", data.reshape(-1).view(np.uint8))
             _write_aligned(zf, f"{prefix}/version", b"3\n")
 
-    _atomic_write(path, write)
+    atomic_write_with(path, write)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -691,7 +674,7 @@ def save_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
             raise TypeError(f"save_safetensors: entry {key!r} is a {type(value).__name__}, not an array "
                             f"(safetensors holds a flat dict of arrays; flatten nested keys first)")
         flat[key] = np.asarray(value, order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
-    _atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata) if metadata else None))
+    atomic_write_with(path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata) if metadata else None))
 
 
 _PTH_SUFFIXES = (".pth.tar", ".pth", ".pt", ".bin", ".ckpt")

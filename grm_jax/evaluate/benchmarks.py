@@ -59,6 +59,9 @@ class Sequence:
     ``'got10k'``, ``'trackingnet'``, ``'tnl2k'``).
     ``visible``: (N,) bool (``full_occlusion == 0 & out_of_view == 0``) for LaSOT and AVisT, else ``None``.
     ``language``: TNL2K's description (first line of ``language.txt``, stripped, lower-case), else ``None``.
+    ``cover`` / ``resolution``: GOT-10k train/val only (what its toolkit scores with): the per-frame
+    ``cover.label`` (0 = target not visible, 1–8 = visible fraction) and the image size (W, H) from
+    ``meta_info.ini``; ``None`` elsewhere or where the files are absent.
     """
 
     name: str
@@ -67,6 +70,8 @@ class Sequence:
     dataset: str
     visible: np.ndarray | None = None
     language: str | None = None
+    cover: np.ndarray | None = None
+    resolution: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -345,10 +350,42 @@ def _got10k_names(root: str, split: str) -> list[str]:
 
 
 def _got10k_sequence(root: str, split: str, name: str) -> Sequence:
-    """GT comma-separated (test: first frame only); frames ``*.jpg`` sorted by integer name; tag ``got10k``."""
+    """GT comma-separated (test: first frame only); frames ``*.jpg`` sorted by integer name; tag ``got10k``;
+    ``cover.label`` and the ``meta_info.ini`` resolution where present (val, train)."""
     folder = os.path.join(_split_dir(root, split, "list.txt"), name)
     gt = read_boxes(os.path.join(folder, "groundtruth.txt"), ",")
-    return Sequence(name, _listed_frames(folder, name), gt, "got10k")
+    cover_path = os.path.join(folder, "cover.label")
+    cover = _read_cover(cover_path, len(gt)) if os.path.isfile(cover_path) else None
+    meta_path = os.path.join(folder, "meta_info.ini")
+    resolution = _read_resolution(meta_path) if os.path.isfile(meta_path) else None
+    return Sequence(name, _listed_frames(folder, name), gt, "got10k", cover=cover, resolution=resolution)
+
+
+def _read_cover(path: str, length: int) -> np.ndarray:
+    """GOT-10k ``cover.label``: one integer 0–8 per frame."""
+    try:
+        cover = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except ValueError as err:
+        raise BenchmarkFormatError(f"{path}: not one number per line ({err})") from err
+    if len(cover) != length:
+        raise BenchmarkFormatError(f"{path}: {len(cover)} labels for {length} annotated frames")
+    return cover
+
+
+def _read_resolution(path: str) -> tuple[int, int] | None:
+    """``resolution: (W, H)`` from a GOT-10k ``meta_info.ini`` (``key: value`` lines after a header line);
+    ``None`` when it has no such line."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f.read().strip().splitlines()[1:]:
+            key, _, value = line.partition(": ")
+            if key.strip() == "resolution":
+                numbers = value.strip().strip("()").split(",")
+                try:
+                    width, height = (int(float(v)) for v in numbers)
+                except ValueError as err:
+                    raise BenchmarkFormatError(f"{path}: resolution {value.strip()!r} is not (W, H)") from err
+                return width, height
+    return None
 
 
 def _trackingnet_names(root: str) -> list[str]:

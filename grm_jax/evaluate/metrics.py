@@ -4,8 +4,9 @@ Per sequence (:func:`sequence_metrics`): prediction checks and fixes, per-frame 
 centre error and normalised centre error, validity by dataset rule, the marker values of invalid frames, and the
 success / precision / normalised-precision curves. Over sequences (:func:`summary`): the curves are averaged and
 AUC = mean of the 21 success values (not a trapezoid), precision at 20 px, normalised precision at 0.20, OP50 /
-OP75 by index. GOT-10k's AO / SR (:func:`got10k_metrics`) are not in the spec (the official repo leaves GOT-10k
-to its server); see that function for the definitions used.
+OP75 by index. GOT-10k's AO / SR (:func:`got10k_metrics`) are not computed by the official GRM code (it leaves
+GOT-10k to the benchmark's server); they follow the GOT-10k toolkit: its IoU (no +1, boxes clipped to the image),
+frames with ``cover.label`` 0 dropped, frames of all sequences pooled.
 
 Kinds (the official ``dataset`` argument): ``otb``, ``nfs``, ``uav``, ``lasot``, ``avist`` carry rules; the other
 names are accepted and follow the default rules.
@@ -26,9 +27,9 @@ PRECISION_INDEX = 20  # 20 px, and 0.20 on the normalised curve
 KINDS = ("otb", "lasot", "uav", "nfs", "avist", "got10k", "trackingnet", "tnl2k", "itb")
 
 __all__ = [
-    "KINDS", "NORM_PRECISION_THRESHOLDS", "PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS", "average_overlap",
-    "box_centers", "center_error", "curve", "got10k_metrics", "iou_plus1", "normalized_center_error",
-    "prepare_predictions", "sequence_metrics", "success_rate", "summary", "valid_frames",
+    "KINDS", "NORM_PRECISION_THRESHOLDS", "PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS", "box_centers",
+    "center_error", "curve", "got10k_iou", "got10k_metrics", "got10k_sequence_iou", "iou_plus1",
+    "normalized_center_error", "prepare_predictions", "sequence_metrics", "summary", "valid_frames",
 ]
 
 
@@ -198,40 +199,56 @@ def summary(per_sequence) -> dict:
             "norm_precision_curve": norm_precision}
 
 
-def _got10k_frames(iou) -> np.ndarray:
-    """The frames GOT-10k scores: frame 0 (the given box) dropped, and the invalid-frame marker −1 dropped."""
-    iou = np.asarray(iou, np.float64).reshape(-1)[1:]
-    return iou[iou >= 0]
+def got10k_iou(pred, anno, resolution=None) -> np.ndarray:
+    """IoU as the GOT-10k toolkit computes it (``rect_iou`` in its ``got10k/utils/metrics.py``), float64.
 
-
-def average_overlap(iou) -> float:
-    """AO of one set of frames: mean IoU."""
-    return float(np.mean(iou))
-
-
-def success_rate(iou, threshold: float) -> float:
-    """SR_t of one set of frames: fraction with IoU > t (strict)."""
-    return float(np.mean(np.asarray(iou) > threshold))
-
-
-def got10k_metrics(per_sequence_iou, pooled: bool = False) -> dict:
-    """GOT-10k AO, SR0.50, SR0.75 (×100) from per-sequence IoU arrays (e.g. ``sequence_metrics(...)['iou']``).
-
-    Not in the spec. Frames scored per sequence: 1.. (frame 0 is the given box), without invalid frames (IoU −1).
-    ``pooled=False`` (default): AO = mean over sequences of each sequence's mean IoU, SR_t = mean over sequences of
-    the fraction of its frames with IoU > t. ``pooled=True``: the GOT-10k toolkit's validation report
-    (``ExperimentGOT10k.report``), which concatenates the frames of all sequences and takes AO = mean IoU,
-    SR_t = fraction IoU > t over them (longer sequences weigh more). The toolkit's own IoU has no +1 and clips
-    boxes to the image, so numbers from +1 IoUs differ slightly from its numbers either way.
+    No +1 pixel convention. With ``resolution = (W, H)`` both boxes are first clipped to the image, in this order:
+    x ← clip(x, 0, W), y ← clip(y, 0, H), w ← clip(w, 0, W − x), h ← clip(h, 0, H − y) (x, y already clipped).
+    IoU = inter / (area₁ + area₂ − inter + ε), ε = float64 machine epsilon, then clipped to [0, 1].
     """
-    frames = [_got10k_frames(iou) for iou in per_sequence_iou]
-    if not frames or any(len(f) == 0 for f in frames):
-        raise ValueError("GOT-10k metrics need at least one sequence, each with a scored frame after frame 0")
-    if pooled:
-        all_frames = np.concatenate(frames)
-        ao, sr50, sr75 = average_overlap(all_frames), success_rate(all_frames, 0.5), success_rate(all_frames, 0.75)
-    else:
-        ao = float(np.mean([average_overlap(f) for f in frames]))
-        sr50 = float(np.mean([success_rate(f, 0.5) for f in frames]))
-        sr75 = float(np.mean([success_rate(f, 0.75) for f in frames]))
-    return {"ao": 100 * ao, "sr50": 100 * sr50, "sr75": 100 * sr75}
+    boxes = [np.array(b, np.float64).reshape(-1, 4) for b in (pred, anno)]
+    if resolution is not None:
+        width, height = float(resolution[0]), float(resolution[1])
+        for b in boxes:
+            b[:, 0] = np.clip(b[:, 0], 0, width)
+            b[:, 1] = np.clip(b[:, 1], 0, height)
+            b[:, 2] = np.clip(b[:, 2], 0, width - b[:, 0])
+            b[:, 3] = np.clip(b[:, 3], 0, height - b[:, 1])
+    a, b = boxes
+    w = np.maximum(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0)
+    h = np.maximum(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0)
+    inter = w * h
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.clip(inter / (union + np.finfo(np.float64).eps), 0.0, 1.0)
+
+
+def got10k_sequence_iou(pred, anno, cover, resolution, name: str = "") -> np.ndarray:
+    """The IoUs one GOT-10k sequence contributes to AO / SR: frames 1.. (frame 0 is the given box), those whose
+    ``cover.label`` is > 0 (the target visible), each by :func:`got10k_iou` with the image ``resolution``."""
+    pred, anno = np.asarray(pred, np.float64).reshape(-1, 4), np.asarray(anno, np.float64).reshape(-1, 4)
+    if pred.shape != anno.shape:
+        raise ValueError(f"{name}: {len(pred)} predicted boxes for {len(anno)} annotated frames")
+    cover = np.asarray(cover).reshape(-1)
+    if len(cover) != len(anno):
+        raise ValueError(f"{name}: {len(cover)} cover labels for {len(anno)} annotated frames")
+    return got10k_iou(pred[1:], anno[1:], resolution)[cover[1:] > 0]
+
+
+def got10k_metrics(per_sequence_iou) -> dict:
+    """GOT-10k AO, SR0.50, SR0.75 (×100) from :func:`got10k_sequence_iou` of every sequence.
+
+    As the GOT-10k toolkit's report (``ExperimentGOT10k.report`` / ``_evaluate``) and the server: the frames of
+    all sequences are pooled, AO = their mean IoU, SR_t = the fraction with IoU > t (strict; the toolkit reports
+    t = 0.5, the server also 0.75), so longer sequences weigh more. ``*_seq_mean``: the same per sequence, then
+    averaged over sequences (each sequence weighs the same; not the benchmark's number).
+    """
+    frames = [np.asarray(iou, np.float64).reshape(-1) for iou in per_sequence_iou]
+    if not frames or all(len(f) == 0 for f in frames):
+        raise ValueError("GOT-10k metrics need at least one scored frame (frames after frame 0 with cover > 0)")
+    pooled = np.concatenate(frames)
+    scored = [f for f in frames if len(f)]
+    out = {"ao": pooled.mean(), "sr50": np.mean(pooled > 0.5), "sr75": np.mean(pooled > 0.75),
+           "ao_seq_mean": np.mean([f.mean() for f in scored]),
+           "sr50_seq_mean": np.mean([np.mean(f > 0.5) for f in scored]),
+           "sr75_seq_mean": np.mean([np.mean(f > 0.75) for f in scored])}
+    return {key: 100 * float(value) for key, value in out.items()}

@@ -10,9 +10,9 @@ over 0..50 px and normalised precision over 0..0.50 (51 values each). They are a
 * **AUC** = mean of the 21 averaged success values (not a trapezoid integral);
 * **P@20** = precision curve at 20 px; **NP@0.20** = normalised precision at 0.20;
 * **OP50 / OP75** = success at IoU 0.50 / 0.75 (indices 10 and 15 of the curve);
-* for ``got10k_val`` additionally **AO** and **SR0.50 / SR0.75** from ``metrics.got10k_metrics`` (mean over
-  sequences of the mean IoU / the fraction of frames with IoU > t, frame 0 excluded). The GOT-10k server pools
-  frames differently, so these can differ slightly from its numbers.
+* for ``got10k_val`` additionally **AO** and **SR0.50 / SR0.75** as the GOT-10k toolkit and server compute them
+  (``metrics.got10k_metrics``: the toolkit's IoU with boxes clipped to the image, frames with ``cover.label`` 0
+  dropped, frames of all sequences pooled); the per-sequence means are in the scores as ``AO_seq_mean`` etc.
 
 Result files are looked up as ``{dir}/{seq.name}.txt``, then in the ``got10k/`` / ``trackingnet/`` sub-folder our
 writer uses, then without the ``uav_`` / ``nfs_`` / ``otb_`` prefix (raw results named either way are found).
@@ -97,7 +97,20 @@ def evaluate_tracker(results_dir: str, sequences: SequenceABC[Sequence], skip_mi
         pred = read_results(path)  # a malformed line raises naming the file and line
         out[seq.name] = metrics.sequence_metrics(pred, seq.gt, seq.dataset, visible=seq.visible,
                                                  name=f"{seq.name} ({path})")
+        if seq.dataset == "got10k" and len(seq.gt) > 1:
+            out[seq.name]["got10k_iou"] = _got10k_iou(metrics, seq, pred, path)
     return out
+
+
+def _got10k_iou(metrics, seq: Sequence, pred: np.ndarray, path: str) -> np.ndarray:
+    """The toolkit's scored IoUs of one GOT-10k sequence; its ``cover.label`` and ``meta_info.ini`` are needed."""
+    folder = os.path.dirname(seq.frames[0]) if seq.frames else seq.name
+    for value, file in ((seq.cover, "cover.label"), (seq.resolution, "meta_info.ini")):
+        if value is None:
+            raise FileNotFoundError(f"{os.path.join(folder, file)}: missing (or, for meta_info.ini, without a "
+                                    f"'resolution: (W, H)' line); GOT-10k AO / SR are computed as its toolkit "
+                                    f"does, which reads it (sequence {seq.name})")
+    return metrics.got10k_sequence_iou(pred, seq.gt, seq.cover, seq.resolution, name=f"{seq.name} ({path})")
 
 
 def summarize(per_sequence: SequenceABC, got10k: bool = False) -> dict:
@@ -113,8 +126,10 @@ def summarize(per_sequence: SequenceABC, got10k: bool = False) -> dict:
     scores = {"AUC": total["auc"], "P@20": total["precision"], "NP@0.20": total["norm_precision"],
               "OP50": total["op50"], "OP75": total["op75"]}
     if got10k:
-        got = metrics.got10k_metrics([np.asarray(m["iou"]) for m in per_sequence])
-        scores.update({"AO": got["ao"], "SR0.50": got["sr50"], "SR0.75": got["sr75"]})
+        got = metrics.got10k_metrics([m["got10k_iou"] for m in per_sequence])
+        scores.update({"AO": got["ao"], "SR0.50": got["sr50"], "SR0.75": got["sr75"],
+                       "AO_seq_mean": got["ao_seq_mean"], "SR0.50_seq_mean": got["sr50_seq_mean"],
+                       "SR0.75_seq_mean": got["sr75_seq_mean"]})
     curves = {key: np.asarray(total[key]) for key in ("success_curve", "precision_curve", "norm_precision_curve")}
     return {**curves, "scores": {key: float(value) for key, value in scores.items()}}
 

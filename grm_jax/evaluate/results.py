@@ -6,9 +6,10 @@ Layout, as the official code writes it (``results_dir`` is ``{results_path}/grm/
   to int toward zero (``astype(int)``), comma-separated, no header.
 * TrackingNet and GOT-10k: the same file in a ``trackingnet/`` or ``got10k/`` sub-folder, plus
   ``{seq.name}_time.txt`` with the per-frame seconds (``%f``, one per line).
-* A sequence whose result file exists is skipped on a rerun (:func:`is_done`). Files are written to a temporary
-  file in the same folder and renamed (``os.replace``), so an interrupted run never leaves a partial file that would
-  then be skipped.
+* A sequence whose result file exists is skipped on a rerun (:func:`is_done`), if the folder's record says the
+  same tracker wrote it (:mod:`grm_jax.evaluate.provenance`). Files are written to a temporary file in the same
+  folder and renamed (:mod:`grm_jax.files`), so an interrupted run never leaves a partial file that would then be
+  skipped; they get the umask's mode like any other new file.
 
 Submissions (``transform_got10k.py`` / ``transform_trackingnet.py``): ``got10k_submit/{seq}/{seq}_001.txt`` +
 ``{seq}/{seq}_time.txt`` and ``trackingnet_submit/{seq}.txt``, each folder zipped next to itself, and the raw
@@ -20,16 +21,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable
 
 import numpy as np
 
 from grm_jax.evaluate.benchmarks import read_boxes
+from grm_jax.files import atomic_write_text, atomic_write_with
 
 __all__ = [
     "SUBFOLDER_DATASETS",
+    "atomic_write_text",
     "format_boxes",
     "format_times",
     "is_done",
@@ -78,23 +80,6 @@ def format_times(times) -> str:
     return "".join(f"{float(t):f}\n" for t in np.asarray(times, dtype=np.float64).reshape(-1))
 
 
-def _atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_results(results_dir: str | os.PathLike, seq_name: str, dataset: str | None, boxes, times=None) -> str:
     """Write one sequence's boxes (and, for TrackingNet / GOT-10k, its per-frame times); returns the boxes path.
 
@@ -107,8 +92,8 @@ def write_results(results_dir: str | os.PathLike, seq_name: str, dataset: str | 
             raise ValueError(f"{dataset} results need per-frame times ({time_path})")
         if len(np.asarray(times).reshape(-1)) != text.count("\n"):
             raise ValueError(f"{len(np.asarray(times).reshape(-1))} times for {text.count(chr(10))} boxes")
-        _atomic_write(time_path, format_times(times))
-    _atomic_write(boxes_path, text)
+        atomic_write_text(time_path, format_times(times))
+    atomic_write_text(boxes_path, text)
     return boxes_path
 
 
@@ -145,9 +130,8 @@ def read_times(path: str | os.PathLike) -> np.ndarray:
 def _zip_folder(folder: str) -> str:
     """``{folder}.zip`` next to ``folder``: its directories (``name/``) and files, relative paths, sorted."""
     archive = folder.rstrip(os.sep) + ".zip"
-    fd, tmp = tempfile.mkstemp(prefix=".zip.", dir=os.path.dirname(archive) or ".")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for dirpath, dirnames, filenames in os.walk(folder):
                 dirnames.sort()
@@ -157,11 +141,8 @@ def _zip_folder(folder: str) -> str:
                 for file in sorted(filenames):
                     member = file if relative == "." else os.path.join(relative, file)
                     zf.write(os.path.join(dirpath, file), member.replace(os.sep, "/"))
-        os.replace(tmp, archive)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write_with(archive, write, suffix=".zip.tmp")
     return archive
 
 
@@ -192,7 +173,7 @@ def make_got10k_submission(results_dir: str | os.PathLike, sequences: Iterable[s
     submit = os.path.join(results_dir, "got10k_submit")
     for name in _raw_results(raw, sequences):
         boxes = read_results(os.path.join(raw, f"{name}.txt"))
-        _atomic_write(os.path.join(submit, name, f"{name}_001.txt"), format_boxes(boxes))
+        atomic_write_text(os.path.join(submit, name, f"{name}_001.txt"), format_boxes(boxes))
         time_path = os.path.join(raw, f"{name}_time.txt")
         if os.path.isfile(time_path):
             shutil.copyfile(time_path, os.path.join(submit, name, f"{name}_time.txt"))
@@ -211,6 +192,7 @@ def make_trackingnet_submission(results_dir: str | os.PathLike, sequences: Itera
     raw = os.path.join(results_dir, "trackingnet")
     submit = os.path.join(results_dir, "trackingnet_submit")
     for name in _raw_results(raw, sequences):
-        _atomic_write(os.path.join(submit, f"{name}.txt"), format_boxes(read_results(os.path.join(raw, f"{name}.txt"))))
+        boxes = read_results(os.path.join(raw, f"{name}.txt"))
+        atomic_write_text(os.path.join(submit, f"{name}.txt"), format_boxes(boxes))
     os.makedirs(submit, exist_ok=True)
     return {"submit_dir": submit, "submit_zip": _zip_folder(submit), "raw_zip": _zip_folder(raw)}

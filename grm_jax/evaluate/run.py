@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from grm_jax.evaluate import report, results
+from grm_jax.evaluate import provenance, report, results
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.models import build_model
 from grm_jax.track.tracker import BatchTracker, TrackerParams, track_sequences
@@ -86,7 +86,8 @@ def load_checkpoint_variables(path, config) -> dict:
 
 def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_size: int = 8, crop: str = "host",
              threshold: float | None = None, sequence_list=None, max_sequences: int | None = None,
-             progress: bool = True, on_frame=None, on_frame_sequences=None) -> dict:
+             progress: bool = True, on_frame=None, on_frame_sequences=None, on_mismatch: str = "error",
+             checkpoint=None, step: int | None = None) -> dict:
     """Track ``dataset`` (a benchmark name of ``load_benchmark`` or ``synthetic``) and return its summary.
 
     Writes ``results_dir/<sequence>.txt`` (and ``_time.txt`` where the official code does), then
@@ -95,13 +96,23 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     ``on_frame(sequence, t, frame, box, outputs)`` (e.g. :class:`grm_jax.viz.video.OverlayRecorder`) sees every
     frame of the sequences named in ``on_frame_sequences`` (None: all); those are tracked even when their result
     file exists (it is rewritten with the same boxes).
+
+    ``results_dir`` carries a record of what made its results (:mod:`grm_jax.evaluate.provenance`: the weights'
+    digest, threshold, crop, config digest, version; ``checkpoint`` and ``step`` name the weights for people).
+    Results of another run there raise :class:`~grm_jax.evaluate.provenance.StaleResultsError`, or with
+    ``on_mismatch='retrack'`` are deleted and tracked again.
     """
     results_dir = pathlib.Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
     sequences, read = load_sequences(config, dataset, data_dir, sequence_list)
     if max_sequences:
         sequences = sequences[:max_sequences]
     params = TrackerParams.from_config(config, dataset, crop=crop, threshold=threshold)
+    record = provenance.make_record(config, variables, dataset=dataset, threshold=params.threshold, crop=crop,
+                                    checkpoint=checkpoint, step=step)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    replaced = provenance.prepare(results_dir, record, on_mismatch)
+    if replaced:
+        print(f"results in {results_dir} were made by another run ({'; '.join(replaced)}): tracking again")
     chosen = None if on_frame_sequences is None else set(on_frame_sequences)
     watched = set() if on_frame is None else {s.name for s in sequences if chosen is None or s.name in chosen}
     todo = [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)]
@@ -130,5 +141,5 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
     written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
-                threshold=params.threshold,
+                threshold=params.threshold, record=record,
                 plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})

@@ -50,6 +50,7 @@ class TrainResult:
     state: dict  # host copy: step, params, batch_stats (device 0), opt_state
     history: list  # the logged metric dicts
     workdir: pathlib.Path
+    preempted: bool = False  # SIGTERM stopped the run before its last step (the checkpoint is saved)
 
 
 def init_train_state(config, model, optimizer_factory) -> TrainState:
@@ -173,7 +174,8 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     if writer is not None:
         writer.close()
     manager.close()
-    return TrainResult(state=_host_tree(runner, state, per_device_stats), history=history, workdir=workdir)
+    return TrainResult(state=_host_tree(runner, state, per_device_stats), history=history, workdir=workdir,
+                       preempted=preemption.requested)
 
 
 def _jsonable(metrics: dict) -> dict:

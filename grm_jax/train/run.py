@@ -33,20 +33,27 @@ def open_training_sources(config: ml_collections.ConfigDict) -> list:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-    """Train ``config`` in ``workdir`` (resuming from its checkpoints); evaluate if ``config.eval.after_training``."""
+    """Train ``config`` in ``workdir`` (resuming from its checkpoints); evaluate if ``config.eval.after_training``.
+
+    A run stopped by SIGTERM (preemption) saves its checkpoint and does nothing else: ``out["preempted"]`` is
+    True and no evaluation runs (it would score a half-trained model).
+    """
     from grm_jax.data.pipeline import make_train_batches
 
     workdir = pathlib.Path(workdir)
     sources = open_training_sources(config)
     result = train(config, workdir, lambda start: make_train_batches(config, sources, start))
-    out = {"train": result.history[-1] if result.history else {}, "workdir": str(workdir)}
-    if config.eval.after_training:
+    out = {"train": result.history[-1] if result.history else {}, "workdir": str(workdir),
+           "preempted": result.preempted, "step": int(result.state["step"])}
+    if config.eval.after_training and not result.preempted:
         from grm_jax.evaluate.run import evaluate
 
         variables = {"params": result.state["params"], "batch_stats": result.state["batch_stats"]}
+        # The folder belongs to this workdir, whose model changes with every run: old results are tracked again.
         evaluation = evaluate(config, variables, config.eval.dataset, config.data.data_dir,
                               workdir / "results" / config.eval.dataset, batch_size=config.eval.batch_size,
-                              crop=config.eval.crop, max_sequences=config.eval.max_sequences or None)
+                              crop=config.eval.crop, max_sequences=config.eval.max_sequences or None,
+                              on_mismatch="retrack", checkpoint=workdir, step=int(result.state["step"]))
         out["eval"] = evaluation
         (workdir / "eval_summary.json").write_text(json.dumps(
             {k: v for k, v in evaluation.items() if k != "plots"}, indent=1, default=str))

@@ -159,15 +159,32 @@ def test_summary_definitions():
     assert s["norm_precision"] == pytest.approx(100 * (2 / 3 + 1) / 2, abs=1e-12)
 
 
-def test_got10k_metrics():
-    ious = [np.array([1.0, 0.8, 0.6, 0.4, -1.0]), np.array([1.0, 0.9])]  # frame 0 and the −1 frame not scored
-    per_seq = metrics.got10k_metrics(ious)
-    assert per_seq["ao"] == pytest.approx(100 * (0.6 + 0.9) / 2, abs=1e-12)
-    assert per_seq["sr50"] == pytest.approx(100 * (2 / 3 + 1) / 2, abs=1e-12)
-    assert per_seq["sr75"] == pytest.approx(100 * (1 / 3 + 1) / 2, abs=1e-12)
-    pooled = metrics.got10k_metrics(ious, pooled=True)
-    assert pooled["ao"] == pytest.approx(100 * (0.8 + 0.6 + 0.4 + 0.9) / 4, abs=1e-12)
-    assert pooled["sr50"] == pytest.approx(100 * 3 / 4, abs=1e-12)
-    assert pooled["sr75"] == pytest.approx(100 * 2 / 4, abs=1e-12)
+def test_got10k_metrics_pool_frames_and_keep_the_sequence_mean_apart():
+    ious = [np.array([0.8, 0.6, 0.4]), np.array([0.9])]  # already the scored frames of two sequences
+    got = metrics.got10k_metrics(ious)
+    assert got["ao"] == pytest.approx(100 * (0.8 + 0.6 + 0.4 + 0.9) / 4, abs=1e-12)  # pooled: the benchmark's
+    assert got["sr50"] == pytest.approx(100 * 3 / 4, abs=1e-12)
+    assert got["sr75"] == pytest.approx(100 * 2 / 4, abs=1e-12)
+    assert got["ao_seq_mean"] == pytest.approx(100 * (0.6 + 0.9) / 2, abs=1e-12)
+    assert got["sr50_seq_mean"] == pytest.approx(100 * (2 / 3 + 1) / 2, abs=1e-12)
     with pytest.raises(ValueError, match="scored frame"):
-        metrics.got10k_metrics([np.array([1.0])])
+        metrics.got10k_metrics([np.array([])])
+
+
+def test_got10k_iou_clips_to_the_image_and_has_no_plus_one():
+    # A 10x10 box at (15, 15) in a 20x20 image is cut to (15, 15, 5, 5) before the IoU, as the toolkit clips it.
+    assert metrics.got10k_iou([[15, 15, 10, 10]], [[15, 15, 5, 5]], resolution=(20, 20))[0] == pytest.approx(1.0)
+    assert metrics.got10k_iou([[15, 15, 10, 10]], [[15, 15, 5, 5]])[0] == pytest.approx(25 / 100, abs=1e-12)
+    # The toolkit moves x, y into the image but keeps w, h (clipped to W − x): (−5, −5, 10, 10) → (0, 0, 10, 10).
+    iou = metrics.got10k_iou([[-5, -5, 10, 10]], [[0, 0, 10, 10]], resolution=(20, 20))
+    assert iou[0] == pytest.approx(1.0, abs=1e-12)
+    assert metrics.got10k_iou([[0, 0, 2, 2]], [[1, 1, 2, 2]])[0] == pytest.approx(1 / 7, abs=1e-12)  # no +1
+
+
+def test_got10k_sequence_iou_drops_frame_zero_and_covered_frames():
+    anno = np.array([[0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 4, 4]], float)
+    pred = np.array([[0, 0, 4, 4], [0, 0, 4, 2], [9, 9, 1, 1], [0, 0, 4, 4]], float)
+    iou = metrics.got10k_sequence_iou(pred, anno, cover=[8, 3, 0, 8], resolution=(10, 10))
+    np.testing.assert_allclose(iou, [0.5, 1.0], atol=1e-12)  # frame 2 (cover 0) not scored
+    with pytest.raises(ValueError, match="cover labels"):
+        metrics.got10k_sequence_iou(pred, anno, cover=[8, 8], resolution=(10, 10), name="seq")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import stat
 import zipfile
 
 import numpy as np
@@ -122,3 +124,18 @@ def test_trackingnet_submission(tmp_path):
 
 def test_format_boxes_shape():
     assert format_boxes(np.array([0.99, -0.99, 1e3, 2.0])) == "0,0,1000,2\n"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_result_files_and_zips_follow_the_umask(tmp_path, umask):
+    """Temporary file + rename must not keep mkstemp's 0600: results get 0666 & ~umask like any new file."""
+    old = os.umask(umask)
+    try:
+        results.write_results(tmp_path, "GOT-10k_Test_000001", "got10k_test", np.ones((2, 4)), [0.1, 0.2])
+        written = results.make_got10k_submission(tmp_path)
+    finally:
+        os.umask(old)
+    paths = [*(tmp_path / "got10k").iterdir(), pathlib.Path(written["submit_zip"]), pathlib.Path(written["raw_zip"]),
+             *pathlib.Path(written["submit_dir"]).rglob("*.txt")]
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
