@@ -17,11 +17,10 @@ from __future__ import annotations
 import pathlib
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from grm_jax import compilation_cache
+from grm_jax import cli, compilation_cache
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
+_CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
 _DATASET = flags.DEFINE_string("dataset", "synthetic", "benchmark: synthetic, lasot, lasot_ext, got10k_test, "
                                "got10k_val, trackingnet, uav, nfs, otb, avist, tnl2k, itb")
@@ -60,10 +59,12 @@ def main(argv):
         return 0
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from grm_jax.config import validate
+    from grm_jax.config import check_threshold, validate
     from grm_jax.evaluate.run import evaluate, load_checkpoint_variables
 
     validate(config)
+    if _THRESHOLD.value is not None:
+        check_threshold(_THRESHOLD.value, "--threshold")
     checkpoint = pathlib.Path(_CHECKPOINT.value)
     variables = load_checkpoint_variables(checkpoint, config)
     results_dir = _RESULTS.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "results" / \
@@ -91,4 +92,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from grm_jax import compilation_cache
+from grm_jax import cli, compilation_cache
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
+_CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here")
 
 
@@ -46,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

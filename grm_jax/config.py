@@ -7,6 +7,8 @@ their experiment changes. Field names follow the official yaml keys in lower cas
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 BACKBONES = {
@@ -167,8 +169,64 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.divide_hidden = {m.divide_hidden!r} must hold two widths")
     if "test" in config:
         for name, value in config.test.hyper.items():
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"config.test.hyper.{name} = {value} must be in [0, 1)")
+            check_threshold(value, f"config.test.hyper.{name}")
+    if "train" in config:
+        _validate_train(config)
+    if "eval" in config:
+        e = config.eval
+        _check_int(e.batch_size, "eval.batch_size", 1)
+        _check_int(e.max_sequences, "eval.max_sequences", 0)
+        _check_choice(e.crop, ("host", "device"), "eval.crop")
+
+
+def check_threshold(value, name: str = "threshold") -> float:
+    """The division threshold rule, for ``--threshold`` and ``config.test.hyper``: a number in [0, 1)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} = {value!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} = {value} must be in [0, 1)")
+    return value
+
+
+def _check_int(value, key: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"config.{key} = {value!r} must be an integer >= {minimum}")
+
+
+def _check_number(value, key: str, minimum: float, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        raise ValueError(f"config.{key} = {value!r} must be a number {'>' if strict else '>='} {minimum}")
+
+
+def _validate_train(config: ml_collections.ConfigDict) -> None:
+    """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
+    t, d = config.train, config.data
+    for key, minimum in (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 0),
+                         ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1),
+                         ("log_every_steps", 1), ("seed", 0)):
+        _check_int(t[key], f"train.{key}", minimum)
+    for key, strict in (("lr", True), ("backbone_multiplier", True), ("weight_decay", False),
+                        ("grad_clip_norm", False), ("giou_weight", False), ("l1_weight", False),
+                        ("focal_weight", False)):
+        _check_number(t[key], f"train.{key}", 0.0, strict)
+    _check_choice(t.optimizer, ("adamw",), "train.optimizer")
+    _check_choice(t.scheduler, ("step",), "train.scheduler")
+    _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")
+    if t.parallel == "shard_map" and not t.sync_batch_stats:
+        raise ValueError("config.train.parallel = 'shard_map' needs config.train.sync_batch_stats = True")
+    _check_int(d.sample_per_epoch, "data.sample_per_epoch", 1)
+    _check_int(d.num_workers, "data.num_workers", 0)
+    _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
+    if len(tuple(d.datasets)) == 0:
+        raise ValueError("config.data.datasets is empty")
+    if len(tuple(d.ratios)) != len(tuple(d.datasets)):
+        raise ValueError(f"config.data.ratios has {len(tuple(d.ratios))} entries for "
+                         f"{len(tuple(d.datasets))} config.data.datasets")
+    if any(not isinstance(r, (int, float)) or r < 0 for r in d.ratios) or not sum(d.ratios) > 0:
+        raise ValueError(f"config.data.ratios = {tuple(d.ratios)} must be >= 0 with a positive sum")
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

@@ -123,7 +123,7 @@ def _size(path: pathlib.Path) -> str:
 def main(argv) -> int:
     from absl import app, flags, logging
 
-    from grm_jax.config import validate
+    from grm_jax.config import check_threshold, validate
     from grm_jax.evaluate.run import load_checkpoint_variables
     from grm_jax.models import build_model
 
@@ -133,6 +133,8 @@ def main(argv) -> int:
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     validate(config)
+    if _THRESHOLD.value is not None:
+        check_threshold(_THRESHOLD.value, "--threshold")
     checkpoint = pathlib.Path(_CHECKPOINT.value)
     variables = load_checkpoint_variables(checkpoint, config)
     params = TrackerParams.from_config(config, _DATASET.value, crop="device", threshold=_THRESHOLD.value)
@@ -148,14 +150,15 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
+    from absl import flags
 
-    _CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
+    from grm_jax import cli
+
+    _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
     _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / .pth")
     _OUTPUT = flags.DEFINE_string("output", None, "artefact folder (default: <checkpoint>/export)")
     _FRAME_SIZE = flags.DEFINE_string("frame_size", None, "H,W to fix the frame size (default: symbolic)")
     _DATASET = flags.DEFINE_string("dataset", "synthetic", "dataset whose division threshold is the default")
     _THRESHOLD = flags.DEFINE_float("threshold", None, "default division threshold stored in meta.json")
     _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for")
-    app.run(main)
+    cli.run(main)

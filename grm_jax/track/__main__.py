@@ -4,24 +4,28 @@
   python -m grm_jax.track --video 'frames/%05d.jpg' --box 120,80,40,60 --out tracked.mp4 --vis_dir vis/ \
       --config configs/grm_vitb256.py --checkpoint ckpt/grm
 
-``--box`` is the target in the first frame, x,y,w,h pixels. Frames are read with ``cv2.VideoCapture`` (a video
-file, an image-sequence pattern, a camera index) and converted BGR → RGB. The output video (mp4v) shows the
-tracked box and the per-layer interaction-ratio chart (:func:`grm_jax.viz.video.overlay_frame`); ``--vis_dir``
-adds the token-division grids every ``--vis_every`` frames and ``boxes.txt`` (x,y,w,h per frame).
-``--checkpoint`` is loaded as ``eval.py`` does (Orbax directory, training workdir or official ``.pth``).
+``--box`` is the target in the first frame, x,y,w,h pixels; it must overlap the frame. Frames are read with
+``cv2.VideoCapture`` (a video file, an image-sequence pattern, a camera index) and converted BGR → RGB. The output
+video (mp4v) shows the tracked box and the per-layer interaction-ratio chart
+(:func:`grm_jax.viz.video.overlay_frame`); it is written to a hidden temporary file that replaces ``--out`` only
+when tracking ends normally, and ``--out`` may not be the input. ``--vis_dir`` adds the token-division grids every
+``--vis_every`` frames and ``boxes.txt`` (x,y,w,h per frame, written as the frames go). ``--checkpoint`` is loaded
+as ``eval.py`` does (Orbax directory, training workdir or official ``.pth``).
 """
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import time
 
 import cv2
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/grm_tiny_synthetic.py", "experiment config file")
+from grm_jax import cli
+
+_CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
 _VIDEO = flags.DEFINE_string("video", None, "input video (anything cv2.VideoCapture opens)", required=True)
 _BOX = flags.DEFINE_list("box", None, "initial box x,y,w,h in pixels of the first frame", required=True)
@@ -56,10 +60,32 @@ def read_frames(path: str, max_frames: int | None = None):
 
 
 def parse_box(values) -> np.ndarray:
-    box = np.asarray([float(v) for v in values], np.float64)
+    """``--box`` as four finite numbers x,y,w,h with w, h > 0 (a usage error otherwise)."""
+    try:
+        box = np.asarray([float(v) for v in values], np.float64)
+    except ValueError:
+        box = np.zeros(0)
     if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
         raise app.UsageError(f"--box must be x,y,w,h with w, h > 0; got {','.join(values)}")
     return box
+
+
+def check_box_in_frame(box: np.ndarray, frame: np.ndarray) -> None:
+    """The box must overlap the first frame (a usage error names both)."""
+    height, width = frame.shape[:2]
+    x, y, w, h = box
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise app.UsageError(f"--box {x:g},{y:g},{w:g},{h:g} lies outside the first frame ({width}x{height})")
+
+
+def check_output(out: str, video: str) -> None:
+    """Refuse an output that is the input video."""
+    out_path, video_path = pathlib.Path(out), pathlib.Path(video)
+    same = out_path.resolve() == video_path.resolve()
+    if not same and out_path.exists() and video_path.exists():
+        same = out_path.samefile(video_path)
+    if same:
+        raise app.UsageError(f"--out {out} is the input video; choose another file")
 
 
 def main(argv):
@@ -67,7 +93,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from grm_jax.config import validate
+    from grm_jax.config import check_threshold, validate
     from grm_jax.evaluate.run import load_checkpoint_variables
     from grm_jax.models import build_model
     from grm_jax.track.tracker import Tracker, TrackerParams
@@ -76,34 +102,51 @@ def main(argv):
 
     config = _CONFIG.value
     validate(config)
+    if _THRESHOLD.value is not None:
+        check_threshold(_THRESHOLD.value, "--threshold")
     box = parse_box(_BOX.value)
-    variables = load_checkpoint_variables(_CHECKPOINT.value, config)
+    check_output(_OUT.value, _VIDEO.value)
+    frames, fps = read_frames(_VIDEO.value, _MAX_FRAMES.value)
+    first = next(frames, None)
+    if first is None:
+        raise app.UsageError(f"--video {_VIDEO.value}: no frame could be read (not a video OpenCV can decode?)")
+    check_box_in_frame(box, first)
+    checkpoint = pathlib.Path(_CHECKPOINT.value)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}: run `make demo` to train the default one, or pass "
+                                f"--checkpoint (an Orbax directory, a training workdir or an official .pth)")
+    variables = load_checkpoint_variables(checkpoint, config)
     params = TrackerParams.from_config(config, "DEFAULT", crop=_CROP.value, threshold=_THRESHOLD.value)
     tracker = Tracker(build_model(config), variables, params)
-    frames, fps = read_frames(_VIDEO.value, _MAX_FRAMES.value)
     vis_dir = pathlib.Path(_VIS_DIR.value) if _VIS_DIR.value else None
-    boxes, start = [], time.perf_counter()
-    with VideoWriter(_OUT.value, fps) as writer:
-        for t, frame in enumerate(frames):
-            if t == 0:
-                tracker.initialize(frame, box)
-                outputs = {}
-            else:
-                box = tracker.track(frame)
-                outputs = tracker.last_outputs
-            boxes.append(np.asarray(box, np.float64))
-            writer.write(overlay_frame(frame, box, None, outputs.get("interaction_ratio"), f"#{t}"))
-            if vis_dir is not None and t > 0 and _VIS_EVERY.value > 0 and t % _VIS_EVERY.value == 0:
-                save_png(vis_dir / f"tokens_{t:05d}.png", tracker_token_grid(outputs, config.model.patch_size))
-    if not boxes:
-        raise app.UsageError(f"no frame could be read from {_VIDEO.value}")
+    boxes_file = None
     if vis_dir is not None:
         vis_dir.mkdir(parents=True, exist_ok=True)
-        np.savetxt(vis_dir / "boxes.txt", np.stack(boxes), fmt="%.4f", delimiter=",")
+        boxes_file = open(vis_dir / "boxes.txt", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    count, start = 0, time.perf_counter()
+    try:
+        with VideoWriter(_OUT.value, fps) as writer:
+            for t, frame in enumerate(itertools.chain([first], frames)):
+                if t == 0:
+                    tracker.initialize(frame, box)
+                    outputs = {}
+                else:
+                    box = tracker.track(frame)
+                    outputs = tracker.last_outputs
+                count += 1
+                if boxes_file is not None:  # as the frames go: a stopped run keeps the boxes it tracked
+                    boxes_file.write(",".join(f"{v:.4f}" for v in np.asarray(box, np.float64)) + "\n")
+                    boxes_file.flush()
+                writer.write(overlay_frame(frame, box, None, outputs.get("interaction_ratio"), f"#{t}"))
+                if vis_dir is not None and t > 0 and _VIS_EVERY.value > 0 and t % _VIS_EVERY.value == 0:
+                    save_png(vis_dir / f"tokens_{t:05d}.png", tracker_token_grid(outputs, config.model.patch_size))
+    finally:
+        if boxes_file is not None:
+            boxes_file.close()
     elapsed = time.perf_counter() - start
-    print(f"tracked {len(boxes)} frames ({len(boxes) / elapsed:.1f} frames/s incl. compilation) → {_OUT.value}")
+    print(f"tracked {count} frames ({count / elapsed:.1f} frames/s incl. compilation) → {_OUT.value}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

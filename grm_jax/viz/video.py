@@ -7,12 +7,14 @@ token grids of :mod:`grm_jax.viz.tokens` every N frames).
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Collection
 
 import cv2
 import numpy as np
 
+from grm_jax.files import default_mode
 from grm_jax.viz.tokens import draw_box, save_png, tracker_token_grid
 
 PRED_COLOUR = (0, 255, 0)  # green: the tracker's box
@@ -90,10 +92,15 @@ def overlay_frame(frame: np.ndarray, box=None, gt=None, ratios=None, label: str 
 
 class VideoWriter:
     """MPEG-4 (``mp4v``) writer of RGB uint8 frames; the size is taken from the first frame (odd sizes are padded
-    by a black row/column: the codec needs even sizes). Use as a context manager or call :meth:`close`."""
+    by a black row/column: the codec needs even sizes). Use as a context manager or call :meth:`close`.
+
+    Frames go to a hidden temporary file next to ``path`` (``.<name>.partial<suffix>``), which replaces ``path``
+    when the writer is closed normally (with the umask's mode): an existing ``path`` is untouched until then, and a
+    run that fails (the context exits with an exception, or :meth:`abort`) deletes the temporary file."""
 
     def __init__(self, path, fps: float = 30.0):
         self.path, self.fps = pathlib.Path(path), float(fps) if fps and fps > 0 else 30.0
+        self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.writer, self.size, self.count = None, None, 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -102,7 +109,7 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
             self.size = (w + w % 2, h + h % 2)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
                 raise OSError(f"OpenCV cannot open {self.path} for writing (mp4v)")
         w, h = self.size
@@ -113,15 +120,28 @@ class VideoWriter:
         self.count += 1
 
     def close(self) -> None:
+        """Finish the file and move it onto ``path``."""
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+            os.chmod(self.partial, default_mode())
+            os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` stays as it was."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.partial.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class OverlayRecorder:

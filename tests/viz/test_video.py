@@ -178,3 +178,49 @@ def test_track_cli_on_a_video_file(tmp_path, tiny_model_and_variables, refs):
     tracker.initialize(decoded[0], refs["init_box"])
     expected = np.stack([refs["init_box"]] + [tracker.track(f) for f in decoded[1:]])
     np.testing.assert_allclose(boxes, expected, rtol=0, atol=5e-5 + 1e-9)  # boxes.txt keeps 4 decimals
+
+
+def test_video_writer_replaces_the_file_only_when_complete(tmp_path, refs):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous video")
+    with pytest.raises(RuntimeError, match="stopped"):
+        with video.VideoWriter(out, fps=10) as writer:
+            writer.write(refs["frames"][0])
+            raise RuntimeError("stopped")
+    assert out.read_bytes() == b"previous video" and os.listdir(tmp_path) == ["out.mp4"]
+    with video.VideoWriter(out, fps=10) as writer:
+        for frame in refs["frames"][:3]:
+            writer.write(frame)
+    assert _frame_count(out)[0] == 3 and os.listdir(tmp_path) == ["out.mp4"]
+
+
+def _track_cli(tmp_path, *args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "grm_jax.track", "--config", "configs/grm_tiny.py", "--checkpoint",
+                           str(OFFICIAL / "grm_tiny" / "state_dict.pth"), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_track_cli_refuses_bad_input_in_one_line_and_destroys_nothing(tmp_path, refs):
+    clip = tmp_path / "clip.mp4"
+    with video.VideoWriter(clip, fps=10) as writer:
+        for frame in refs["frames"][:4]:
+            writer.write(frame)
+    before = clip.read_bytes()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    cases = [
+        (["--video", str(clip), "--box=10,10,20,20", "--out", str(clip)], "is the input video"),
+        (["--video", str(clip), "--box=400,10,20,20", "--out", str(tmp_path / "o.mp4")], "outside the first frame"),
+        (["--video", str(clip), "--box=a,b,c,d", "--out", str(tmp_path / "o.mp4")], "--box must be x,y,w,h"),
+        (["--video", str(text), "--box=10,10,20,20", "--out", str(tmp_path / "o.mp4")], "notes.txt"),
+        (["--video", str(clip), "--box=10,10,20,20", "--out", str(tmp_path / "o.mp4"), "--checkpoint",
+          str(tmp_path / "none")], "run `make demo`"),
+    ]
+    for args, message in cases:
+        proc = _track_cli(tmp_path, *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-2000:]
+        assert message in lines[0], (args, lines)
+    assert clip.read_bytes() == before
+    assert not (tmp_path / "o.mp4").exists()
