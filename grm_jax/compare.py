@@ -126,6 +126,8 @@ def format_table(rows: list[Row], atol: float, rtol: float) -> str:
 
 def _load(args):
     path = pathlib.Path(args.checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path} (an Orbax directory or an official .pth / .pth.tar)")
     if path.is_dir():
         variables, stored_config = checkpoints.load_variables(path)
         config = load_config_file(args.config) if args.config else stored_config

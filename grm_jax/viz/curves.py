@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 
@@ -108,7 +109,12 @@ def main(argv=None) -> int:
     parser.add_argument("workdir", help="training workdir (or its metrics.jsonl)")
     parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/curves)")
     args = parser.parse_args(argv)
-    for group, path in write_curves(args.workdir, args.out).items():
+    try:
+        written = write_curves(args.workdir, args.out)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for group, path in written.items():
         print(f"{group}: {path}")
     return 0
 

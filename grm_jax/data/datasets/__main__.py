@@ -9,6 +9,7 @@ cannot be read are listed in the preparation report beside the data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from grm_jax.data.datasets import REPORT_FILE, prepare_dataset
@@ -23,11 +24,20 @@ def main(argv=None) -> int:
     parser.add_argument("--split_file", default=None, help="GOT-10k vot / LaSOT train sequence list")
     args = parser.parse_args(argv)
     kwargs = {"split_file": args.split_file} if args.split_file else {}
+    synthetic = args.name.startswith("SYNTHETIC")
+    if not synthetic and not (os.path.isdir(args.root) and os.listdir(args.root)):
+        # checked before TFDS creates anything in DATA_DIR
+        print(f"error: dataset folder {args.root} does not exist or is empty (the {args.name} data in its official "
+              f"layout goes there)", file=sys.stderr)
+        return 1
     try:
-        builder = prepare_dataset(args.name, None if args.name.startswith("SYNTHETIC") else args.root,
+        builder = prepare_dataset(args.name, None if synthetic else args.root,
                                   args.data_dir, **kwargs)
-    except (KeyError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyError as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, AssertionError) as err:  # TFDS reports a bad manual folder as AssertionError
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(f"prepared {args.name} in {builder.data_dir} (problems, if any: {builder.data_dir}/{REPORT_FILE})")
     return 0
