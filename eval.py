@@ -15,6 +15,7 @@ threshold is the config's ``TEST.HYPER`` value for the dataset unless ``--thresh
 from __future__ import annotations
 
 import pathlib
+import sys
 
 from absl import app, flags, logging
 
@@ -88,7 +89,9 @@ def main(argv):
         print(f"report: {out['report']}")
     else:
         print(f"results in {out['results_dir']}: {out.get('note', '')}")
-    return 0
+    for problem in out["rejected"]:
+        print(f"warning: not tracked: {problem}", file=sys.stderr)
+    return 1 if out["rejected"] else 0
 
 
 if __name__ == "__main__":

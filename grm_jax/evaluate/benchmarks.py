@@ -62,6 +62,7 @@ class Sequence:
     ``cover`` / ``resolution``: GOT-10k train/val only (what its toolkit scores with): the per-frame
     ``cover.label`` (0 = target not visible, 1–8 = visible fraction) and the image size (W, H) from
     ``meta_info.ini``; ``None`` elsewhere or where the files are absent.
+    ``gt_file``: the annotation file ``gt`` was read from (for messages).
     """
 
     name: str
@@ -72,6 +73,7 @@ class Sequence:
     language: str | None = None
     cover: np.ndarray | None = None
     resolution: tuple[int, int] | None = None
+    gt_file: str | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -122,6 +124,18 @@ OTB_START_FRAMES = {"BlurCar1": 247, "BlurCar3": 3, "BlurCar4": 18, "David": 300
 OTB_INIT_OMIT = {"Tiger1": 5}
 
 #: Benchmark name -> metric-rule tag (``Sequence.dataset``).
+#: What each loader looks for, for the message when it finds nothing.
+LAYOUTS = {
+    "lasot": "{class}/{class}-{n}/ folders with groundtruth.txt and img/, or testing_set.txt",
+    "got10k": "{split}/list.txt naming {split}/{sequence}/ folders with groundtruth.txt and frames",
+    "trackingnet": "TEST/anno/*.txt and TEST/frames/{sequence}/",
+    "uav": "anno/UAV123/*.txt and data_seq/UAV123/{video}/ frames",
+    "nfs": "anno/nfs_*.txt and sequences/{sequence}/ frames",
+    "otb": "{sequence}/ folders with img/ and groundtruth_rect.txt",
+    "avist": "anno/*.txt and sequences/{sequence}/ frames",
+    "tnl2k": "{sequence}/ folders with groundtruth.txt and imgs/",
+}
+
 BENCHMARKS = {
     "lasot": "lasot",
     "lasot_ext": "lasot",
@@ -326,10 +340,11 @@ def _lasot_ext_names(root: str) -> list[str]:
 def _lasot_sequence(root: str, name: str) -> Sequence:
     """GT comma-separated; frames ``img/%08d.jpg`` 1..#rows; visible from the two flag files; tag ``lasot``."""
     folder = os.path.join(root, name.rsplit("-", 1)[0], name)
-    gt = read_boxes(os.path.join(folder, "groundtruth.txt"), ",")
+    gt_file = os.path.join(folder, "groundtruth.txt")
+    gt = read_boxes(gt_file, ",")
     visible = _visible(os.path.join(folder, "full_occlusion.txt"), os.path.join(folder, "out_of_view.txt"), len(gt))
     frames = _numbered_frames(os.path.join(folder, "img"), 1, len(gt), 8)
-    return Sequence(name, frames, gt, "lasot", visible=visible)
+    return Sequence(name, frames, gt, "lasot", visible=visible, gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -353,12 +368,14 @@ def _got10k_sequence(root: str, split: str, name: str) -> Sequence:
     """GT comma-separated (test: first frame only); frames ``*.jpg`` sorted by integer name; tag ``got10k``;
     ``cover.label`` and the ``meta_info.ini`` resolution where present (val, train)."""
     folder = os.path.join(_split_dir(root, split, "list.txt"), name)
-    gt = read_boxes(os.path.join(folder, "groundtruth.txt"), ",")
+    gt_file = os.path.join(folder, "groundtruth.txt")
+    gt = read_boxes(gt_file, ",")
     cover_path = os.path.join(folder, "cover.label")
     cover = _read_cover(cover_path, len(gt)) if os.path.isfile(cover_path) else None
     meta_path = os.path.join(folder, "meta_info.ini")
     resolution = _read_resolution(meta_path) if os.path.isfile(meta_path) else None
-    return Sequence(name, _listed_frames(folder, name), gt, "got10k", cover=cover, resolution=resolution)
+    return Sequence(name, _listed_frames(folder, name), gt, "got10k", cover=cover, resolution=resolution,
+                    gt_file=gt_file)
 
 
 def _read_cover(path: str, length: int) -> np.ndarray:
@@ -399,8 +416,10 @@ def _trackingnet_names(root: str) -> list[str]:
 def _trackingnet_sequence(root: str, name: str) -> Sequence:
     """GT ``TEST/anno/{seq}.txt`` (first frame only), frames ``TEST/frames/{seq}/*.jpg`` by integer name."""
     split = _split_dir(root, "TEST", "anno")
-    gt = read_boxes(os.path.join(split, "anno", f"{name}.txt"), ",")
-    return Sequence(name, _listed_frames(os.path.join(split, "frames", name), name), gt, "trackingnet")
+    gt_file = os.path.join(split, "anno", f"{name}.txt")
+    gt = read_boxes(gt_file, ",")
+    frames = _listed_frames(os.path.join(split, "frames", name), name)
+    return Sequence(name, frames, gt, "trackingnet", gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -431,10 +450,11 @@ def _uav_start(root: str, sub: str, config: Mapping) -> tuple[str, int]:
 
 def _uav_sequence(root: str, sub: str, config: Mapping) -> Sequence:
     """GT comma-separated, NaN rows allowed; frames start .. start + #rows - 1 (``%06d.jpg``); tag ``uav``."""
-    gt = read_boxes(os.path.join(root, "anno", "UAV123", f"{sub}.txt"), ",", allow_nan=True)
+    gt_file = os.path.join(root, "anno", "UAV123", f"{sub}.txt")
+    gt = read_boxes(gt_file, ",", allow_nan=True)
     video, start = _uav_start(root, sub, config)
     frames = _numbered_frames(os.path.join(root, "data_seq", "UAV123", video), start, len(gt), 6)
-    return Sequence(f"uav_{sub}", frames, gt, "uav")
+    return Sequence(f"uav_{sub}", frames, gt, "uav", gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,9 +471,10 @@ def _nfs_names(root: str) -> list[str]:
 
 def _nfs_sequence(root: str, name: str) -> Sequence:
     """GT **tab**-separated; frames ``sequences/{X}/%05d.jpg`` 1..#rows; name ``nfs_{X}``; tag ``nfs``."""
-    gt = read_boxes(os.path.join(root, "anno", f"nfs_{name}.txt"), "\t")
+    gt_file = os.path.join(root, "anno", f"nfs_{name}.txt")
+    gt = read_boxes(gt_file, "\t")
     frames = _numbered_frames(os.path.join(root, "sequences", name), 1, len(gt), 5)
-    return Sequence(f"nfs_{name}", frames, gt, "nfs")
+    return Sequence(f"nfs_{name}", frames, gt, "nfs", gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -487,7 +508,8 @@ def _otb_sequence(root: str, key: str) -> Sequence:
     match = re.fullmatch(r"(.+)_(\d+)", key)
     if match and not os.path.isdir(os.path.join(root, key)):
         video, anno = match.group(1), f"groundtruth_rect.{match.group(2)}.txt"
-    gt = read_boxes(os.path.join(root, video, anno), (",", None))
+    gt_file = os.path.join(root, video, anno)
+    gt = read_boxes(gt_file, (",", None))
     image_dir = os.path.join(root, video, "img")
     if not os.path.isdir(image_dir):
         raise BenchmarkFormatError(f"{image_dir}: frame folder not found (sequence {key})")
@@ -497,7 +519,7 @@ def _otb_sequence(root: str, key: str) -> Sequence:
     width = len(images[0]) - 4
     start, omit = OTB_START_FRAMES.get(video, 1), OTB_INIT_OMIT.get(video, 0)
     frames = _numbered_frames(image_dir, start, len(gt), width)[omit:]
-    return Sequence(f"otb_{key}", frames, gt[omit:], "otb")
+    return Sequence(f"otb_{key}", frames, gt[omit:], "otb", gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -514,11 +536,12 @@ def _avist_names(root: str) -> list[str]:
 
 def _avist_sequence(root: str, name: str) -> Sequence:
     """GT split on a **single space**; flags comma-separated; frames ``img_%05d.jpg`` 1..#rows; tag ``avist``."""
-    gt = read_boxes(os.path.join(root, "anno", f"{name}.txt"), " ")
+    gt_file = os.path.join(root, "anno", f"{name}.txt")
+    gt = read_boxes(gt_file, " ")
     visible = _visible(os.path.join(root, "full_occlusion", f"{name}_full_occlusion.txt"),
                        os.path.join(root, "out_of_view", f"{name}_out_of_view.txt"), len(gt))
     frames = _numbered_frames(os.path.join(root, "sequences", name), 1, len(gt), 5, prefix="img_")
-    return Sequence(name, frames, gt, "avist", visible=visible)
+    return Sequence(name, frames, gt, "avist", visible=visible, gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -536,7 +559,8 @@ def _tnl2k_sequence(root: str, name: str) -> Sequence:
     ``language`` is the first line of ``language.txt`` stripped and lower-cased (``None`` if the file is absent).
     """
     folder = os.path.join(root, name)
-    gt = read_boxes(os.path.join(folder, "groundtruth.txt"), ",")
+    gt_file = os.path.join(folder, "groundtruth.txt")
+    gt = read_boxes(gt_file, ",")
     image_dir = os.path.join(folder, "imgs")
     if not os.path.isdir(image_dir):
         raise BenchmarkFormatError(f"{image_dir}: frame folder not found (sequence {name})")
@@ -546,7 +570,7 @@ def _tnl2k_sequence(root: str, name: str) -> Sequence:
     if os.path.isfile(language_path):
         with open(language_path, encoding="utf-8", errors="replace") as f:
             language = f.readline().strip().lower()
-    return Sequence(name, frames, gt, "tnl2k", language=language)
+    return Sequence(name, frames, gt, "tnl2k", language=language, gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -574,9 +598,10 @@ def _itb_sequence(root: str, scene: str, name: str) -> Sequence:
                   key=lambda f: (len(f), f))
     if not jpgs:
         raise BenchmarkFormatError(f"{folder}: no .jpg frames (sequence {name})")
-    gt = read_boxes(os.path.join(folder, "groundtruth.txt"), (",", None))
+    gt_file = os.path.join(folder, "groundtruth.txt")
+    gt = read_boxes(gt_file, (",", None))
     frames = _numbered_frames(folder, 1, len(jpgs), len(jpgs[0]) - 4)
-    return Sequence(name, frames, gt, "otb")
+    return Sequence(name, frames, gt, "otb", gt_file=gt_file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -643,6 +668,8 @@ def load_benchmark(name: str, root: str | os.PathLike, sequence_list=None, *, ch
             uav_config = parse_uav_config(f.read())
     names, build = _builders(name, root, dict(uav_config or {}))
     keys = names(root) if sequence_list is None else [_strip_prefix(k, name) for k in read_sequence_list(sequence_list)]
+    if not keys:
+        raise BenchmarkFormatError(f"no sequences found in {root} for {name} (expected {LAYOUTS[BENCHMARKS[name]]})")
     sequences = []
     progress = _progress(keys, f"loading {name}")
     for key in progress:

@@ -84,6 +84,15 @@ def load_checkpoint_variables(path, config) -> dict:
     raise FileNotFoundError(f"no checkpoint in {path} (expected an Orbax directory or a .pth file)")
 
 
+def initial_box_problem(seq: Sequence) -> str | None:
+    """Why ``seq`` cannot be tracked (its first box is not finite or has no area), naming its annotation file."""
+    box = np.asarray(seq.gt[0], np.float64) if len(seq.gt) else np.zeros(0)
+    if box.shape == (4,) and np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0:
+        return None
+    where = seq.gt_file or "its annotation"
+    return f"{seq.name}: first box {box.tolist()} in {where} is empty or not finite"
+
+
 def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_size: int = 8, crop: str = "host",
              threshold: float | None = None, sequence_list=None, max_sequences: int | None = None,
              progress: bool = True, on_frame=None, on_frame_sequences=None, on_mismatch: str = "error",
@@ -100,12 +109,17 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     ``results_dir`` carries a record of what made its results (:mod:`grm_jax.evaluate.provenance`: the weights'
     digest, threshold, crop, config digest, version; ``checkpoint`` and ``step`` name the weights for people).
     Results of another run there raise :class:`~grm_jax.evaluate.provenance.StaleResultsError`, or with
-    ``on_mismatch='retrack'`` are deleted and tracked again.
+    ``on_mismatch='retrack'`` are deleted and tracked again. A sequence whose first box is empty or not finite is
+    not tracked nor scored; the others are, and ``out["rejected"]`` says which and why.
     """
     results_dir = pathlib.Path(results_dir)
     sequences, read = load_sequences(config, dataset, data_dir, sequence_list)
     if max_sequences:
         sequences = sequences[:max_sequences]
+    rejected = [problem for problem in map(initial_box_problem, sequences) if problem]
+    sequences = [s for s in sequences if not initial_box_problem(s)]
+    if not sequences:
+        raise ValueError(f"no sequence of {dataset} can be tracked: {'; '.join(rejected)}")
     params = TrackerParams.from_config(config, dataset, crop=crop, threshold=threshold)
     record = provenance.make_record(config, variables, dataset=dataset, threshold=params.threshold, crop=crop,
                                     checkpoint=checkpoint, step=step)
@@ -137,9 +151,10 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
                         on_frame=frame_hook if watched else None)
         bar.close()
     if dataset in ("got10k_test", "trackingnet"):
-        return {"results_dir": str(results_dir), "note": "no local ground truth: submit the result files"}
+        return {"results_dir": str(results_dir), "note": "no local ground truth: submit the result files",
+                "record": record, "rejected": rejected}
     raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
     written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
-                threshold=params.threshold, record=record,
+                threshold=params.threshold, record=record, rejected=rejected,
                 plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})

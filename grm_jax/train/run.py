@@ -55,6 +55,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                               crop=config.eval.crop, max_sequences=config.eval.max_sequences or None,
                               on_mismatch="retrack", checkpoint=workdir, step=int(result.state["step"]))
         out["eval"] = evaluation
+        for problem in evaluation["rejected"]:
+            print(f"warning: not tracked: {problem}")
         (workdir / "eval_summary.json").write_text(json.dumps(
             {k: v for k, v in evaluation.items() if k != "plots"}, indent=1, default=str))
     return out

@@ -356,3 +356,11 @@ def test_read_boxes_delimiter_fallback(tmp_path):
     _write(path, "")
     with pytest.raises(BenchmarkFormatError, match="no annotation rows"):
         read_boxes(path)
+
+
+@pytest.mark.parametrize("name", ["otb", "lasot"])
+def test_a_folder_of_another_layout_says_no_sequences_found(tmp_path, name):
+    (tmp_path / "val" / "GOT-10k_Val_000001").mkdir(parents=True)  # a GOT-10k folder given as another benchmark
+    (tmp_path / "val" / "list.txt").write_text("GOT-10k_Val_000001\n")
+    with pytest.raises(BenchmarkFormatError, match=rf"no sequences found in .* for {name} \(expected .*\)"):
+        load_benchmark(name, str(tmp_path))

@@ -224,3 +224,21 @@ def test_track_cli_refuses_bad_input_in_one_line_and_destroys_nothing(tmp_path, 
         assert message in lines[0], (args, lines)
     assert clip.read_bytes() == before
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_evaluate_skips_a_sequence_with_an_empty_first_box(tmp_path, tiny_model_and_variables, refs):
+    """A zero-size first box does not stop the run: the other sequences are tracked and scored, the bad one is
+    named with its annotation file."""
+    _, variables = tiny_model_and_variables
+    config = load_config("grm_tiny")
+    root = tmp_path / "otb"
+    _otb(root, refs, "Alpha", 0, 6)
+    _otb(root, refs, "Beta", 20, 5)
+    gt_file = root / "Beta" / "groundtruth_rect.txt"
+    lines = gt_file.read_text().splitlines()
+    gt_file.write_text("\n".join(["50.00,60.00,0.00,0.00"] + lines[1:]) + "\n")
+    out = evaluate(config, variables, "otb", str(root), tmp_path / "results", batch_size=2, progress=False)
+    assert "scores" in out and (tmp_path / "results" / "otb_Alpha.txt").is_file()
+    assert not (tmp_path / "results" / "otb_Beta.txt").exists()
+    (problem,) = out["rejected"]
+    assert problem.startswith("otb_Beta: first box [50.0, 60.0, 0.0, 0.0]") and str(gt_file) in problem
