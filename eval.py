@@ -67,7 +67,7 @@ def main(argv):
     if _THRESHOLD.value is not None:
         check_threshold(_THRESHOLD.value, "--threshold")
     checkpoint = pathlib.Path(_CHECKPOINT.value)
-    variables = load_checkpoint_variables(checkpoint, config)
+    variables = load_checkpoint_variables(checkpoint, config, cli.config_given())
     results_dir = _RESULTS.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "results" / \
         _DATASET.value
     recorder = None

@@ -75,6 +75,11 @@ def define_config(default: str, help_string: str = "experiment config file", nam
         _fail(f"{config_error(sys.argv, name, default) or _first_line(err)} (see --help)", EXIT_USAGE)
 
 
+def config_given(name: str = "config") -> bool:
+    """Whether the command line chose the model config: ``--config`` or a ``--config.model.*`` override."""
+    return flags.FLAGS[name].present or any(arg.startswith(f"--{name}.model.") for arg in sys.argv[1:])
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing with one-line errors (exit 2)."""
     try:

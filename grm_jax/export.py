@@ -136,7 +136,7 @@ def main(argv) -> int:
     if _THRESHOLD.value is not None:
         check_threshold(_THRESHOLD.value, "--threshold")
     checkpoint = pathlib.Path(_CHECKPOINT.value)
-    variables = load_checkpoint_variables(checkpoint, config)
+    variables = load_checkpoint_variables(checkpoint, config, cli.config_given())
     params = TrackerParams.from_config(config, _DATASET.value, crop="device", threshold=_THRESHOLD.value)
     frame_size = tuple(int(v) for v in _FRAME_SIZE.value.split(",")) if _FRAME_SIZE.value else None
     out = _OUTPUT.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "export"

@@ -115,7 +115,7 @@ def main(argv):
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: run `make demo` to train the default one, or pass "
                                 f"--checkpoint (an Orbax directory, a training workdir or an official .pth)")
-    variables = load_checkpoint_variables(checkpoint, config)
+    variables = load_checkpoint_variables(checkpoint, config, cli.config_given())
     params = TrackerParams.from_config(config, "DEFAULT", crop=_CROP.value, threshold=_THRESHOLD.value)
     tracker = Tracker(build_model(config), variables, params)
     vis_dir = pathlib.Path(_VIS_DIR.value) if _VIS_DIR.value else None

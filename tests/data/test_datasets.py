@@ -8,6 +8,7 @@ NaN box, an absent target, a missing annotation line, a sequence shorter than 20
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 
 import cv2
@@ -360,3 +361,12 @@ def test_decode_rgb_swaps_channels():
     ok, buf = cv2.imencode(".png", image[..., ::-1])
     assert ok
     np.testing.assert_array_equal(decode_rgb(buf.tobytes()), image)
+
+
+def test_preparation_warning_names_the_final_report(got10k_root, tmp_path, caplog):
+    """The warning about problems points at the report where it stays, not at TFDS's temporary folder."""
+    with caplog.at_level(logging.WARNING):
+        builder = prepare_dataset("GOT10K_train", got10k_root, tmp_path)
+    report = pathlib.Path(builder.data_dir) / REPORT_FILE
+    (message,) = [r.getMessage() for r in caplog.records if "problem(s) while preparing" in r.getMessage()]
+    assert message.endswith(f"5 problem(s) while preparing, see {report}") and report.is_file()

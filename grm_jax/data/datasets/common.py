@@ -277,9 +277,7 @@ class TrackingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             f"# {self.info.full_name}: "
             f"{len(self._prep_log.lines)} problem(s); split<TAB>path<TAB>reason\n"
             + "".join(line + "\n" for line in self._prep_log.lines))
-        if self._prep_log.lines:
-            log.warning("%s: %d problem(s) while preparing, see %s", self.name, len(self._prep_log.lines),
-                        out / REPORT_FILE)
+        # The warning naming the report is logged by prepare(), once the folder has its final name.
 
     # -- subclass interface -----------------------------------------------------------------------------------
 
@@ -394,5 +392,17 @@ def prepare(builder: tfds.core.DatasetBuilder, root=None, *, clean_incomplete: b
         remove_stale_incomplete(builder)
     config = tfds.download.DownloadConfig(manual_dir=None if root is None else os.fspath(root),
                                           try_download_gcs=False)
+    fresh = not pathlib.Path(builder.data_dir).is_dir()
     builder.download_and_prepare(download_config=config, file_format="array_record")
+    report = pathlib.Path(builder.data_dir) / REPORT_FILE
+    problems = problem_count(report)
+    if fresh and problems:
+        log.warning("%s: %d problem(s) while preparing, see %s", builder.name, problems, report)
     return builder
+
+
+def problem_count(report: pathlib.Path) -> int:
+    """Lines after the header of a preparation report (0 if there is none)."""
+    if not report.is_file():
+        return 0
+    return max(len([line for line in report.read_text().splitlines() if line.strip()]) - 1, 0)
