@@ -12,8 +12,8 @@ when a checkpoint is damaged, reporting each one it skips and moving it aside to
 
 from __future__ import annotations
 
-import logging
 import pathlib
+import sys
 import time
 
 import jax
@@ -22,8 +22,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from grm_jax.checkpoints import _to_json
-
-log = logging.getLogger(__name__)
 
 
 def make_manager(workdir, config: ml_collections.ConfigDict, steps_per_epoch: int) -> ocp.CheckpointManager:
@@ -45,6 +43,34 @@ def save(manager: ocp.CheckpointManager, state_tree: dict, config: ml_collection
     manager.wait_until_finished()
 
 
+def _is_closed_loop_error(exc) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def silence_closed_loop_callbacks() -> None:
+    """Drop the ``RuntimeError: Event loop is closed`` reports of a failed restore, nothing else.
+
+    When Orbax's restore fails, TensorStore reads still in flight complete later and call back into the asyncio
+    loop that Orbax has already closed; each callback's error is printed as a traceback through
+    ``sys.excepthook`` / ``sys.unraisablehook`` (hundreds of them, seen 324–806 per damaged checkpoint). They
+    say nothing about the checkpoint (the warning does); this filter, installed once, drops exactly them.
+    """
+    if getattr(sys.excepthook, "_grm_jax_filter", False):
+        return
+    previous_except, previous_unraisable = sys.excepthook, sys.unraisablehook
+
+    def excepthook(exc_type, exc, tb):
+        if not _is_closed_loop_error(exc):
+            previous_except(exc_type, exc, tb)
+
+    def unraisablehook(unraisable):
+        if not _is_closed_loop_error(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    excepthook._grm_jax_filter = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: dict) -> tuple[dict | None, list[str]]:
     """The newest checkpoint that restores into ``target``'s structure, and a warning per damaged one skipped."""
     warnings = []
@@ -54,12 +80,12 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict) -> tuple[dict |
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             return restored["state"], warnings
         except Exception as err:  # a truncated or half-deleted checkpoint raises from deep inside Orbax
+            silence_closed_loop_callbacks()
             damaged = manager.directory / str(step)
             kept = damaged.with_name(f"{step}.damaged-{int(time.time())}")
             damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
-            message = f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {str(err)[:200]}); " \
-                      f"moved to {kept.name}; trying the previous one"
-            log.warning(message)
-            warnings.append(message)
+            cause = " ".join(str(err).split())
+            warnings.append(f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {cause}); moved to "
+                            f"{kept.name}; trying the previous one")
             manager.reload()
     return None, warnings

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -150,3 +151,20 @@ def test_sigterm_saves_and_stops(tmp_path):
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and 1 <= saved[0] < 40  # saved where it stopped, not at a scheduled step
     assert f"SIGTERM: saved step {saved[0]}; stopping" in stdout
+
+
+def test_closed_loop_callbacks_of_a_failed_restore_are_silenced(monkeypatch, capsys):
+    """After a damaged checkpoint, TensorStore callbacks into Orbax's closed asyncio loop print hundreds of
+    'Event loop is closed' tracebacks; the filter drops exactly those and lets every other error through."""
+    from grm_jax.train import checkpoint as ckpt
+
+    printed = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: printed.append(args[1]))
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(u.exc_value))
+    ckpt.silence_closed_loop_callbacks()
+    ckpt.silence_closed_loop_callbacks()  # idempotent
+    closed, other = RuntimeError("Event loop is closed"), RuntimeError("disk on fire")
+    sys.excepthook(RuntimeError, closed, None)
+    sys.unraisablehook(types.SimpleNamespace(exc_value=closed))
+    sys.excepthook(RuntimeError, other, None)
+    assert printed == [other]
