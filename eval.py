@@ -26,7 +26,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint /
 _DATASET = flags.DEFINE_string("dataset", "synthetic", "benchmark: synthetic, lasot, lasot_ext, got10k_test, "
                                "got10k_val, trackingnet, uav, nfs, otb, avist, tnl2k, itb")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "benchmark root (default: config.data.data_dir for synthetic)")
-_RESULTS = flags.DEFINE_string("results_dir", None, "default: <checkpoint>/results/<dataset>")
+_RESULTS = flags.DEFINE_string("results_dir", None, "default: <checkpoint>/results/<dataset> (with --analyze_only: "
+                               "runs/analysis/<dataset>)")
 _BATCH = flags.DEFINE_integer("batch_size", None, "sequences tracked together (default config.eval.batch_size)")
 _CROP = flags.DEFINE_enum("crop", None, ["host", "device"], "crop path (default config.eval.crop)")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "override the dataset's division threshold")
@@ -53,7 +54,7 @@ def main(argv):
 
         sequences, _ = load_sequences(config, _DATASET.value, data_dir, _SEQUENCES.value)
         dirs, names = report.parse_result_dirs(argv[1:])
-        out_dir = _RESULTS.value or "."
+        out_dir = _RESULTS.value or pathlib.Path("runs") / "analysis" / _DATASET.value
         written = report.write_report(dirs, sequences, out_dir, _DATASET.value, names)
         print(pathlib.Path(written["markdown"]).read_text())
         print(f"plots: {', '.join(v for k, v in written.items() if k not in ('markdown', 'summaries'))}")

@@ -68,11 +68,34 @@ def define_config(default: str, help_string: str = "experiment config file", nam
     from ml_collections import config_flags
 
     try:
-        return config_flags.DEFINE_config_file(name, default, help_string)
+        flag = config_flags.DEFINE_config_file(name, default, help_string)
     except Exception as err:  # noqa: BLE001
         if os.environ.get(TRACEBACK_ENV):
             raise
         _fail(f"{config_error(sys.argv, name, default) or _first_line(err)} (see --help)", EXIT_USAGE)
+    main = sys.modules.get("__main__")
+    asks_help = any(arg in ("--help", "--helpshort", "--helpfull", "-?") for arg in sys.argv[1:])
+    if asks_help and main is not None and main.__doc__:
+        main.__doc__ += config_help(default, name)  # absl's --help prints the main module's docstring
+    return flag
+
+
+def config_help(default: str, name: str = "config") -> str:
+    """Every key of the default config as an override with its default value, for ``--help``."""
+    from grm_jax.config import load_config_file
+
+    try:
+        config = load_config_file(default)
+    except Exception:  # noqa: BLE001 - help without the list rather than no help
+        return ""
+    lines = [f"\n--{name} FILE[:ARG] selects an experiment config (default {default}); every key can be "
+             f"overridden on the command line, e.g. --{name}.train.max_steps=100. Keys and their defaults there:\n"]
+    for key in flatten_keys(config):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        lines.append(f"  --{name}.{key}={value!r}")
+    return "\n".join(lines) + "\n"
 
 
 def config_given(name: str = "config") -> bool:

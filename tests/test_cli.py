@@ -86,3 +86,10 @@ def test_threshold_flag_follows_the_config_rule(tmp_path):
     proc = _run(["eval.py", *TINY, "--checkpoint", PTH, "--threshold", "1.5"], tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: --threshold = 1.5 must be in [0, 1)"]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", list(ABSL))
+def test_help_lists_the_config_overrides(name, tmp_path):
+    proc = _run([*ABSL[name], "--help"], tmp_path)  # (absl's --help exits 1 after printing)
+    assert "--config.train.max_steps=0" in proc.stdout and "--config.model.embed_dim=" in proc.stdout

@@ -189,9 +189,12 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
         track_sequences(tracker, [(s.frames, s.gt[0]) for s in todo], read_frame=read, on_done=done,
                         on_frame=frame_hook if watched else None)
         bar.close()
-    if dataset in ("got10k_test", "trackingnet"):
-        return {"results_dir": str(results_dir), "note": "no local ground truth: submit the result files",
-                "record": record, "rejected": rejected}
+    if dataset in ("got10k_test", "trackingnet"):  # no local ground truth: the benchmark's server scores
+        names = [s.name for s in sequences]
+        make = results.make_got10k_submission if dataset == "got10k_test" else results.make_trackingnet_submission
+        submission = make(results_dir, names)
+        return {"results_dir": str(results_dir), "submission": submission, "record": record, "rejected": rejected,
+                "note": f"no local ground truth: upload {submission['submit_zip']} to the {dataset} server"}
     raw_dir = os.path.dirname(results.result_paths(results_dir, "x", dataset)[0])
     written = report.write_report([raw_dir], sequences, str(results_dir), dataset, names=["grm_jax"])
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
