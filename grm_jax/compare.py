@@ -12,6 +12,11 @@ Reference file (``.npz``; the layout of ``tests/fixtures/official/grm_tiny/outpu
 
 Exit status 1 when an output's max abs error exceeds ``--atol``, a loss term's relative error ``--rtol``, or a
 decision differs; 2 when the inputs cannot be read.
+
+``python -m grm_jax.compare trajectory --config CONFIG --reference trajectory.npz``: replay a recorded run of the
+official trainer (:mod:`grm_jax.train.trajectory`; the file format is in the README) through this package's
+training step and print a per-step table (loss terms, pre-clip gradient norm, learning rates, parameter norms,
+relative errors) and the final-state errors; exit status 1 past the tolerances, 2 when the file cannot be read.
 """
 
 from __future__ import annotations
@@ -141,7 +146,30 @@ def _load(args):
     return build_model(config), variables
 
 
+def trajectory_main(argv) -> int:
+    """``python -m grm_jax.compare trajectory ...``."""
+    from grm_jax.train import trajectory
+
+    parser = argparse.ArgumentParser(prog="python -m grm_jax.compare trajectory",
+                                     description=trajectory.__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the recorded model's config, e.g. configs/grm_tiny.py")
+    parser.add_argument("--reference", required=True, help="trajectory.npz (meta.json beside it)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config_file(args.config)
+        recorded = trajectory.load(args.reference)
+        result = trajectory.compare(trajectory.replay(config, recorded), recorded)
+    except (ValueError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(trajectory.format_report(result))
+    return 0 if result["final"]["ok"] else 1
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["trajectory"]:
+        return trajectory_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m grm_jax.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="configs/<name>.py[:arg]; default: the one recorded in the checkpoint")

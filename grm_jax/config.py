@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
+    c.train.lr_max_drops = 0  # 0: ×0.1 every lr_drop_epoch epochs, as the official StepLR
     c.train.scheduler = "step"
     c.train.batch_size = 40  # per device, as the official BATCH_SIZE is per GPU
     c.train.grad_clip_norm = 0.1
@@ -204,7 +205,7 @@ def _check_number(value, key: str, minimum: float, strict: bool = False) -> None
 def _validate_train(config: ml_collections.ConfigDict) -> None:
     """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
     t, d = config.train, config.data
-    for key, minimum in (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 0),
+    for key, minimum in (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 1), ("lr_max_drops", 0),
                          ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1),
                          ("log_every_steps", 1), ("seed", 0)):
         _check_int(t[key], f"train.{key}", minimum)

@@ -40,13 +40,17 @@ def param_labels(params) -> dict:
     return traverse_util.unflatten_dict({path: param_group(path) for path in flat})
 
 
-def step_decay_schedule(base_lr: float, steps_per_epoch: int, drop_epoch: int, gamma: float = 0.1):
-    """StepLR stepped at every epoch end: lr(step) = base·γ^⌊epoch/drop_epoch⌋ with epoch = ⌊step/steps_per_epoch⌋
-    (0-based; the official epochs 1..drop_epoch use the base rate, later ones ×γ)."""
+def step_decay_schedule(base_lr: float, steps_per_epoch: int, drop_epoch: int, gamma: float = 0.1,
+                        max_drops: int = 0):
+    """StepLR stepped at every epoch end: lr(step) = base·γ^n, n = ⌊epoch/drop_epoch⌋ with epoch =
+    ⌊step/steps_per_epoch⌋ (0-based; the official epochs 1..drop_epoch use the base rate, later ones ×γ), and
+    n ≤ ``max_drops`` when that is > 0."""
 
     def schedule(step):
-        epoch = step // steps_per_epoch
-        return base_lr * gamma ** (epoch // drop_epoch).astype(jnp.float32)
+        drops = (step // steps_per_epoch) // drop_epoch
+        if max_drops:
+            drops = jnp.minimum(drops, max_drops)
+        return base_lr * gamma ** jnp.asarray(drops).astype(jnp.float32)
 
     return schedule
 
@@ -75,7 +79,8 @@ def learning_rates(config, steps_per_epoch: int) -> dict:
     """Schedules per group (``unused`` has none)."""
     t = config.train
     base = {"head": t.lr, "backbone": t.lr * t.backbone_multiplier, "divide": t.lr}
-    return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch) for name, lr in base.items()}
+    return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops)
+            for name, lr in base.items()}
 
 
 def make_optimizer(config, params, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -56,7 +56,8 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
     """Build ``train_step(state, batch, seed_key) -> (state, metrics)`` for one device.
 
     ``batch``: ``template`` (b,Ht,Wt,3), ``search`` (b,Hs,Ws,3) normalised NHWC, ``template_mask`` (b,Nz),
-    ``search_anno`` (b,4) normalised x1,y1,w,h. Metrics: loss terms, IoU, gradient norm (before clipping),
+    ``search_anno`` (b,4) normalised x1,y1,w,h; optionally ``gumbel_noise`` (b,L−1,Ns,2), recorded noise that
+    replaces the drawn one (the parity override of ``grm_jax.train.trajectory``; training never sets it). Metrics: loss terms, IoU, gradient norm (before clipping),
     learning rates per group and the per-layer interaction ratio — all averaged over devices.
     ``reduce_grads=False`` is for shard_map with ``check_vma``, where gradients of replicated parameters arrive
     already summed (dividing by the axis size there instead of a second ``pmean``).
@@ -67,8 +68,11 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
     def train_step(state: TrainState, batch: dict, seed_key):
         device = jax.lax.axis_index(axis_name) if axis_name else 0
         local = batch["search"].shape[0]
-        noise = gumbel_noise(seed_key, state.step, device * local + jnp.arange(local), model.depth - 1,
-                             (model.search_size // model.patch_size) ** 2)
+        if "gumbel_noise" in batch:
+            noise = jnp.transpose(batch["gumbel_noise"], (1, 0, 2, 3))
+        else:
+            noise = gumbel_noise(seed_key, state.step, device * local + jnp.arange(local), model.depth - 1,
+                                 (model.search_size // model.patch_size) ** 2)
         rngs = {"droppath": droppath_rng(seed_key, state.step, device)}
 
         def loss_fn(params):
