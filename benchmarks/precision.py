@@ -5,9 +5,9 @@ outputs the official PyTorch code produced (``tests/fixtures/official/grm_tiny``
     python benchmarks/precision.py --json rows.json
 
 Precisions: ``highest`` (exact float32 products; what the parity tests need), ``default`` (the backend's choice:
-TF32 tensor cores for float32 on NVIDIA GPUs since Ampere, exact float32 on a CPU), ``bfloat16`` (a bfloat16 model: bfloat16 operands, float32 accumulation). Columns: the
-largest absolute deviation from the official outputs (score map, normalised boxes, backbone features), token
-decisions that differ (of layers × tokens × batch).
+TF32 tensor cores for float32 on NVIDIA GPUs since Ampere, exact float32 on a CPU), ``bfloat16`` (a bfloat16 model:
+bfloat16 operands, float32 accumulation). Columns: the largest absolute deviation from the official outputs (score
+map, normalised boxes, backbone features), token decisions that differ (of layers × tokens × batch).
 """
 
 from __future__ import annotations

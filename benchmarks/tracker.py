@@ -14,9 +14,10 @@ the machine's drift affects both alike; ``overhead`` = the median over frames of
 the time of the host crop + normalisation alone. Random weights track nothing in particular; the
 timing does not depend on the weights. ``others``: cores used by other processes meanwhile (see forward.py).
 ``--maps``: every frame's maps, decisions and search crop come to the host too (what visualisation needs; the
-default brings the boxes alone, as evaluation does). ``--batch B``: B generated sequences advance together (``BatchTracker``, one compiled call per step for all B);
-``frames/s`` = B / (median time per step), and the bare forward runs at batch B. ``--dtype`` as in forward.py
-(``float32`` = highest matmul precision, ``tf32`` = the backend's default). ``--json PATH`` writes the rows.
+default brings the boxes alone, as evaluation does). ``--batch B``: B generated sequences advance together
+(``BatchTracker``, one compiled call per step for all B); ``frames/s`` = B / (median time per step), and the bare
+forward runs at batch B. ``--dtype`` as in forward.py (``float32`` = highest matmul precision, ``tf32`` = the
+backend's default). ``--json PATH`` writes the rows.
 """
 
 from __future__ import annotations

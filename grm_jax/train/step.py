@@ -57,8 +57,9 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
 
     ``batch``: ``template`` (b,Ht,Wt,3), ``search`` (b,Hs,Ws,3) normalised NHWC, ``template_mask`` (b,Nz),
     ``search_anno`` (b,4) normalised x1,y1,w,h; optionally ``gumbel_noise`` (b,L−1,Ns,2), recorded noise that
-    replaces the drawn one (the parity override of ``grm_jax.train.trajectory``; training never sets it). Metrics: loss terms, IoU, gradient norm (before clipping),
-    learning rates per group and the per-layer interaction ratio — all averaged over devices.
+    replaces the drawn one (the parity override of ``grm_jax.train.trajectory``; training never sets it).
+    Metrics: loss terms, IoU, gradient norm (before clipping), learning rates per group and the per-layer
+    interaction ratio — all averaged over devices.
     ``reduce_grads=False`` is for shard_map with ``check_vma``, where gradients of replicated parameters arrive
     already summed (dividing by the axis size there instead of a second ``pmean``).
     """
