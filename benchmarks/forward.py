@@ -10,12 +10,13 @@
 Per case (config, batch, attention, dtype): random-init weights (float32 parameters, the same for every variant of
 a config) and random inputs; ``compile s`` = trace + lower + XLA compile, ``first call s`` = that plus the first
 execution (what the first tracked frame waits); then ``--warmup`` untimed calls and ``--iters`` timed ones
-(median and min). GFLOP per forward: the spec's 65.58 (ViT-B/256) and 324.64 (ViT-L/320) per image, 2·MAC of the
-matmuls and convolutions; for other configs the same count made from the program (every ``dot_general`` and
-``conv_general_dilated`` of the jaxpr), printed beside the spec's for a cross-check. ``matmul GF/s``: a
-float32 ``--matmul-size``² matmul timed right before the case (median of 10), the machine's practical limit;
-``% matmul`` = model GF/s / that. ``others`` = CPU cores used by other processes while the case ran (from
-/proc/stat minus this process's CPU time): on a shared machine, rows with others ≫ 0 are slowed by them.
+(median and min). GFLOP per forward: the official model's measured 65.58 (ViT-B/256) and 324.64 (ViT-L/320) per image
+(docs/model.md#configurations), 2·MAC of the matmuls and convolutions; for other configs the same count made from the
+program (every ``dot_general`` and ``conv_general_dilated`` of the jaxpr), printed beside the official figure (``spec``
+in the output) for a cross-check. ``matmul GF/s``: a float32 ``--matmul-size``² matmul timed right before the case
+(median of 10), the machine's practical limit; ``% matmul`` = model GF/s / that. ``others`` = CPU cores used by other
+processes while the case ran (from /proc/stat minus this process's CPU time): on a shared machine, rows with others ≫ 0
+are slowed by them.
 The division threshold is passed as an array (one program for every threshold), as the tracker does. bfloat16
 rows get their kernels cast once (``inference_variables``; ``--keep-float32-kernels`` to cast in every call).
 
@@ -50,7 +51,8 @@ from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs, host_init  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
 
-SPEC_GFLOP = {"grm_vitb256": 65.58, "grm_vitl320": 324.64}  # per image, spec §0 [measured]
+SPEC_GFLOP = {"grm_vitb256": 65.58, "grm_vitl320": 324.64}  # per image, measured on the official model
+# (docs/model.md#configurations)
 
 
 # ------------------------------------------------------------------------------------------------ measuring

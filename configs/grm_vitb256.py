@@ -1,4 +1,5 @@
-"""GRM (ViT-B/16, 256 px search), the official ``vitb_256_ep300`` recipe (spec §0, §4.2, §5.4).
+"""GRM (ViT-B/16, 256 px search), the official ``vitb_256_ep300`` recipe (docs/model.md#configurations,
+docs/training.md#training-recipes, docs/tracking.md#division-threshold).
 
 Train:  python train.py --config configs/grm_vitb256.py --workdir runs/grm_vitb256
 Eval:   python eval.py --config configs/grm_vitb256.py --checkpoint runs/grm_vitb256 --dataset lasot

@@ -1,4 +1,5 @@
-"""GRM-L320 (ViT-L/16, 320 px search), the official ``vitl_320_ep300`` recipe (spec §0, §4.2, §5.4).
+"""GRM-L320 (ViT-L/16, 320 px search), the official ``vitl_320_ep300`` recipe (docs/model.md#configurations,
+docs/training.md#training-recipes, docs/tracking.md#division-threshold).
 
 Train:  python train.py --config configs/grm_vitl320.py --workdir runs/grm_vitl320
 Eval:   python eval.py --config configs/grm_vitl320.py --checkpoint runs/grm_vitl320 --dataset lasot

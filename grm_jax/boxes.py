@@ -1,4 +1,4 @@
-"""Box arithmetic shared by the losses and the tracker (GRM_SPEC §3, §5.3).
+"""Box arithmetic shared by the losses and the tracker (docs/training.md#giou-and-l1, docs/tracking.md#clipping).
 
 Every function takes boxes with the four coordinates in the last axis and any number of leading (batch) axes,
 is pure ``jax.numpy`` and works under ``jax.jit``. The operation order follows the official PyTorch code
@@ -81,7 +81,8 @@ def generalized_box_iou(b1, b2):
 
 
 def clip_box(box_xywh, height, width, margin=10):
-    """The tracker's ``clip_box`` (GRM_SPEC §5.3 step 7) on x1,y1,w,h boxes inside an H×W image.
+    """The tracker's ``clip_box`` (official ``lib/utils/box_ops.py``; docs/tracking.md#clipping) on x1,y1,w,h boxes
+    inside an H×W image.
 
     x2 = x1 + w, y2 = y1 + h (from the *unclipped* x1, y1), then
     x1' = min(max(0, x1), W − margin),  x2' = min(max(margin, x2), W),

@@ -1,8 +1,8 @@
 """The configuration schema shared by every experiment, and its validation.
 
-Files in ``configs/`` start from :func:`base_config` (the official defaults, spec §0/§4.2/§5.4) and change only what
-their experiment changes. Field names follow the official yaml keys in lower case (``DATA.SEARCH.FACTOR`` →
-``config.data.search.factor``).
+Files in ``configs/`` start from :func:`base_config` (the official defaults: docs/model.md#configurations,
+docs/training.md#training-recipes, docs/tracking.md#division-threshold) and change only what their experiment changes.
+Field names follow the official yaml keys in lower case (``DATA.SEARCH.FACTOR`` → ``config.data.search.factor``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import ml_collections
 
 BACKBONES = {
-    # name: (embed_dim, depth, num_heads) of the official ViTs (spec §1.1).
+    # name: (embed_dim, depth, num_heads) of the official ViTs (docs/model.md#backbone).
     "vit_base": (768, 12, 12),
     "vit_large": (1024, 24, 16),
 }
@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head_channels = 256  # MODEL.HEAD.NUM_CHANNELS
     c.model.template_size = 128
     c.model.search_size = 256
-    c.model.attention = "masked"  # the official masked softmax (spec §1.7)
+    c.model.attention = "masked"  # the official masked softmax (docs/model.md#masked-softmax)
     c.model.dtype = "float32"
     c.model.pretrain_file = "mae_pretrain_vit_base.pth"
 
@@ -104,7 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.test.search_factor = 4.0
     c.test.search_size = c.model.get_ref("search_size")
     c.test.epoch = 300
-    # TEST.HYPER: the division threshold per dataset (spec §5.4); keys are `--dataset` names upper-cased.
+    # TEST.HYPER: the division threshold per dataset (docs/tracking.md#division-threshold); keys are `--dataset`
+    # names upper-cased.
     c.test.hyper = ml_collections.ConfigDict(
         dict(DEFAULT=0.0, LASOT=0.4, NFS=0.60, UAV=0.55, AVIST=0.4, TRACKINGNET=0.0, GOT10K_TEST=0.0))
     c.lock()  # a misspelt key is an error, not a silently added field
@@ -125,7 +126,8 @@ def set_tiny_model(model: ml_collections.ConfigDict) -> None:
 
 
 def test_threshold(config: ml_collections.ConfigDict, dataset: str) -> float:
-    """τ = TEST.HYPER[dataset.upper()] if present, else TEST.HYPER.DEFAULT (spec §5.4)."""
+    """τ = TEST.HYPER[dataset.upper()] if present, else TEST.HYPER.DEFAULT, as the official
+    ``lib/test/tracker/grm.py`` ``GRM.__init__`` does (docs/tracking.md#division-threshold)."""
     hyper = config.test.hyper
     key = dataset.upper()
     return float(hyper[key]) if key in hyper else float(hyper.DEFAULT)
@@ -144,7 +146,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choice(m.tgt_type, TGT_TYPES, "model.tgt_type")
     if m.head_type != "CENTER":
         raise ValueError(f"config.model.head_type = {m.head_type!r}: only 'CENTER' works in the official code "
-                         "(CORNER has no predictor, MLP cannot run; spec §2.3)")
+                         "(CORNER has no predictor, MLP cannot run; docs/model.md#other-head-types)")
     _check_choice(m.attention, ATTENTION_IMPLS, "model.attention")
     _check_choice(m.dtype, DTYPES, "model.dtype")
     for key in ("embed_dim", "depth", "num_heads", "patch_size", "head_channels", "template_size", "search_size",

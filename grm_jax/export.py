@@ -8,7 +8,7 @@ Two functions are exported, for CPU and GPU (``platforms=('cpu', 'cuda')``) with
 
 * ``prepare(frames (b,h,w,3) uint8, boxes (b,4) float32 x,y,w,h) → z (b,Ht,Wt,3), template_mask (b,Nz)``: the
   template crop around the initial box on the device (:mod:`grm_jax.track.device_crop`), ImageNet-normalised, and
-  the template box mask (spec §1.4);
+  the template box mask (docs/model.md#template-box-mask);
 * ``track(variables, z, template_mask, frames (b,h,w,3) uint8, state (b,4) float32, threshold ()) → outputs``:
   one device-crop step of the Python tracker — device crop around ``state``, GRM forward, Hann window, decode,
   × search size / rf — returning the crop-pixel box, resize factors, maps, token decisions and the search crop;

@@ -1,7 +1,7 @@
 """What a traced program computes: its equations (nested ones included) and its matmul FLOP count.
 
-Used by ``benchmarks/forward.py`` (GFLOP per forward, cross-checked against the spec's counts) and by the tests
-that inspect which dtypes the matmuls take.
+Used by ``benchmarks/forward.py`` (GFLOP per forward, cross-checked against the official model's counts,
+docs/model.md#configurations) and by the tests that inspect which dtypes the matmuls take.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ def iter_eqns(jaxpr) -> Iterator:
 
 
 def matmul_flops(fn, *args) -> int:
-    """2·MAC of every ``dot_general`` and ``conv_general_dilated`` in ``fn(*args)``'s jaxpr (the spec's GFLOP
-    convention): dot 2·|out|·Π contracted dims; convolution 2·|out|·C_in·Π kernel spatial dims. ``args`` may be
-    ``jax.ShapeDtypeStruct``s."""
+    """2·MAC of every ``dot_general`` and ``conv_general_dilated`` in ``fn(*args)``'s jaxpr (the GFLOP convention
+    of docs/model.md#configurations): dot 2·|out|·Π contracted dims; convolution 2·|out|·C_in·Π kernel spatial
+    dims. ``args`` may be ``jax.ShapeDtypeStruct``s."""
     total = 0
     for eqn in iter_eqns(jax.make_jaxpr(fn)(*args).jaxpr):
         out = math.prod(eqn.outvars[0].aval.shape)

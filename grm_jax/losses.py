@@ -1,4 +1,5 @@
-"""Training losses of GRM (GRM_SPEC §3, §3.1): GIoU + L1 on the decoded box, CenterNet focal loss on the score map.
+"""Training losses of GRM (docs/training.md#losses): GIoU + L1 on the decoded box, CenterNet focal loss on the score
+map.
 
 All functions are pure ``jax.numpy``, batched, and jit-able. Arithmetic is float32 and written in the same order
 as the official PyTorch code (OSTrack's ``heapmap_utils``/``focal_loss``/``box_ops`` and the GRM actor), so that the
@@ -16,7 +17,8 @@ FLOAT64_EPS = 2.220446049250313e-16  # np.finfo(np.float64).eps: the official ke
 
 
 def gaussian_radius(w, h, min_overlap=0.7):
-    """CornerNet's "buggy" Gaussian radius as used by the official heat-map target (GRM_SPEC §3.1 step 2).
+    """CornerNet's "buggy" Gaussian radius as used by the official heat-map target (``lib/utils/heapmap_utils.py``
+    ``CenterNetHeatMap.get_gaussian_radius``; docs/training.md#heat-map-target).
 
     With m = min_overlap:
       a1 = 1,  b1 = h + w,        c1 = w·h·(1 − m)/(1 + m)
@@ -44,7 +46,8 @@ def gaussian_radius(w, h, min_overlap=0.7):
 
 
 def gaussian_heatmap(boxes_xywh, size):
-    """CenterNet Gaussian target maps (GRM_SPEC §3.1) for normalised x1,y1,w,h boxes ``(B, 4)`` → ``(B, S, S)``.
+    """CenterNet Gaussian target maps (official ``generate_heatmap``; docs/training.md#heat-map-target) for
+    normalised x1,y1,w,h boxes ``(B, 4)`` → ``(B, S, S)``.
 
     ``size`` (S, = search size // stride) must be a static Python int under ``jax.jit``. Per box g:
       b = g·S;  (w, h) = b[2:];  (cx, cy) = round_half_even(b[:2] + (w, h)/2)  (integer cell);
@@ -53,7 +56,7 @@ def gaussian_heatmap(boxes_xywh, size):
       kernel entries below float64-eps × (kernel max = 1) are set to 0 (never triggers: |exponent| < 9).
     The kernel is drawn at the integer centre with border clipping and combined by element-wise max with a zero
     map. A centre cell outside the map still draws the part of the kernel that overlaps the map — that is what the
-    official slicing does (GRM_SPEC §3.1 step 4 says "nothing is drawn"; it is only true when the kernel misses the
+    official slicing in ``CenterNetHeatMap.draw_gaussian`` does (nothing is drawn only when the kernel misses the
     map entirely); the shipped jitter never puts the centre outside.
     The official code evaluates the kernel in float64 and casts to float32; here the exponent
     −18·(dx² + dy²)/(2r + 1)² is formed exactly in float32 and only ``exp`` rounds (≤ 1 float32 ulp apart).
@@ -92,7 +95,8 @@ def pairwise_sum(x):
 
 
 def focal_loss(score, target, alpha=2, beta=4):
-    """CenterNet focal loss (GRM_SPEC §3 item 3), summed over the whole batch; any matching shapes.
+    """CenterNet focal loss (official ``lib/utils/focal_loss.py`` ``FocalLoss``; docs/training.md#focal-loss), summed
+    over the whole batch; any matching shapes.
 
     pos = [Y == 1], neg = [Y < 1], p = max(score, 1e-12) (lower clamp only),
     L_pos = Σ log(p)·(1 − p)^α·pos,  L_neg = Σ log(1 − p)·p^α·(1 − Y)^β·neg,  n = Σ pos;
@@ -138,7 +142,8 @@ def grm_loss(
     l1_weight=5.0,
     focal_weight=1.0,
 ):
-    """The GRM actor's objective (GRM_SPEC §3): ``total = w_giou·L_giou + w_l1·L_l1 + w_focal·L_focal``.
+    """The GRM actor's objective (official ``lib/train/actors/grm.py`` ``GRMActor.compute_losses``;
+    docs/training.md#losses): ``total = w_giou·L_giou + w_l1·L_l1 + w_focal·L_focal``.
 
     Args:
       pred_boxes_cxcywh: ``(B, Q, 4)`` or ``(B, 4)`` normalised (cx, cy, w, h) from the model.

@@ -69,7 +69,7 @@ def test_clip_box_matches_official_exactly(refs):
 
 
 def test_clip_box_spec_example():
-    # GRM_SPEC §5.3 step 7, measured example; exact (integers in float64).
+    # The measured official example of docs/tracking.md#clipping; exact (integers in float64).
     np.testing.assert_array_equal(clip_box([-20.0, 470.0, 50.0, 30.0], 480, 640), [0.0, 470.0, 30.0, 10.0])
 
 

@@ -1,4 +1,4 @@
-"""The official configurations: every value, parameter counts (spec §0, §7), validation errors."""
+"""The official configurations: every value, parameter counts (docs/model.md#configurations), validation errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from grm_jax.models import build_model
 
 
 def _param_counts(name):
-    """(total, backbone without division and unused, division MLPs, head, unused) as the spec counts them."""
+    """(total, backbone without division and unused, division MLPs, head, unused), the split of
+    docs/model.md#configurations."""
     config = load_config(name)
     model = build_model(config)
     z = jnp.zeros((1, config.model.template_size, config.model.template_size, 3))

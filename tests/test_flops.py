@@ -1,4 +1,4 @@
-"""``grm_jax/flops.py``: the matmul FLOP count of a traced program, against hand counts and the spec's figures."""
+"""``grm_jax/flops.py``: the matmul FLOP count of a traced program, against hand counts and the official figures."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def test_matmul_and_convolution_counts():
 
 @pytest.mark.parametrize("name,spec_gflop", [("grm_vitb256", 65.58), ("grm_vitl320", 324.64)])
 def test_grm_forward_matches_the_spec_count(name, spec_gflop):
-    """GFLOP per batch-1 forward, counted from the traced model (shapes only): the spec's 65.58 / 324.64 (§0).
+    """GFLOP per batch-1 forward, counted from the traced model (shapes only): the official model's measured
+    65.58 / 324.64 (docs/model.md#configurations).
     Measured 65.56 / 324.57. Tolerance 1e-3 relative: above that gap, below any one block's attention
     projection (0.38 GFLOP = 0.57 % of ViT-B/256), so a dropped or doubled block matmul fails; the division MLPs'
     last layers (2e-4 GFLOP each) are too small to be seen this way."""

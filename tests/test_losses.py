@@ -41,11 +41,11 @@ RADIUS_EXAMPLES = [((1, 1), 0), ((2, 2), 0), ((4, 4), 1), ((8, 8), 2), ((12, 6),
 def test_gaussian_radius_spec_examples(wh, radius):
     r = gaussian_radius(*wh)
     assert r.dtype == jnp.float32
-    assert int(max(0.0, float(r))) == radius  # exact: the truncated integer radius (GRM_SPEC §3.1, measured)
+    assert int(max(0.0, float(r))) == radius  # exact: the truncated integer radius (docs/training.md#heat-map-target)
 
 
 def test_gaussian_radius_raw_value():
-    # 1e-3 abs: the spec quotes r(4, 4) = 1.093 to three decimals.
+    # 1e-3 abs: docs/training.md#heat-map-target quotes the official r(4, 4) = 1.093 to three decimals.
     np.testing.assert_allclose(float(gaussian_radius(4.0, 4.0)), 1.093, atol=1e-3)
 
 

@@ -21,7 +21,8 @@ from grm_jax.convert.state_dict import (StateDictMismatchError, state_dict_to_va
                                         torch_to_flax_array, unwrap_checkpoint, variables_to_state_dict)
 from grm_jax.models import build_model, example_inputs, host_init
 
-# Official pretrained backbones accepted by build_grm (spec §1.10), with their patch_start_index.
+# Official pretrained backbones accepted by build_grm (docs/model.md#pretrained-backbones), with their
+# patch_start_index.
 PRETRAINED_START_INDEX = {
     "mae_pretrain_vit_base.pth": 1,
     "mae_pretrain_vit_large.pth": 1,
@@ -37,7 +38,7 @@ def variable_shapes(config: ml_collections.ConfigDict) -> dict:
 
 
 def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
-    """Freshly initialised variables (spec §1.10 initialisers) for ``config``."""
+    """Freshly initialised variables (the initialisers of docs/model.md#initialisation) for ``config``."""
     model = build_model(config)
     return host_init(model, *example_inputs(config), seed=seed)
 
@@ -102,10 +103,11 @@ def load_pretrained_backbone(variables: Mapping, path, config: ml_collections.Co
                              patch_start_index: int | None = None) -> tuple[dict, PretrainedReport]:
     """Initialise the backbone from an ImageNet checkpoint (MAE ``model`` entry or DeiT), as the official build.
 
-    Order (spec §1.10): the checkpoint overwrites patch_embed, cls_token, pos_embed, the blocks' norms / qkv / proj /
-    mlp and the final norm (non-strict: its other entries, e.g. DeiT's ``head`` or ``dist_token``, are ignored);
-    ``pos_embed_z`` / ``pos_embed_x`` are then re-derived from its ``pos_embed`` by PyTorch's bicubic resize
-    (``finetune_track``); the division MLPs and the head keep their fresh initialisation.
+    Order (official ``build_grm``; docs/model.md#initialisation): the checkpoint overwrites patch_embed, cls_token,
+    pos_embed, the blocks' norms / qkv / proj / mlp and the final norm (non-strict: its other entries, e.g. DeiT's
+    ``head`` or ``dist_token``, are ignored); ``pos_embed_z`` / ``pos_embed_x`` are then re-derived from its
+    ``pos_embed`` by PyTorch's bicubic resize (``finetune_track``); the division MLPs and the head keep their fresh
+    initialisation.
     For the distilled DeiT (two leading tokens, ``patch_start_index`` 2) the model's unused ``pos_embed`` keeps the
     cls row and the patch rows (the distillation row has no place in GRM's state dict).
     """

@@ -1,4 +1,5 @@
-"""PyTorch-exact bicubic resizing of ViT position-embedding tables (GRM's ``finetune_track``, spec §1.2).
+"""PyTorch-exact bicubic resizing of ViT position-embedding tables (GRM's ``finetune_track``,
+docs/model.md#position-embeddings).
 
 GRM builds its ViT for 224×224 images (a 14×14 patch grid), then derives ``pos_embed_z`` (template grid)
 and ``pos_embed_x`` (search grid) from ``pos_embed`` with

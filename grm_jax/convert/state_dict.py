@@ -1,6 +1,6 @@
 """Official GRM state dict ↔ Flax variables (``params`` + ``batch_stats``), by one naming rule in both directions.
 
-Rule (spec §7, "Conversion notes"): a numeric key component joins the name before it
+Rule (docs/model.md#conversion-rule): a numeric key component joins the name before it
 (``backbone.blocks.3.attn.qkv.weight`` → ``backbone/blocks_3/attn/qkv/kernel``,
 ``box_head.conv1_ctr.1.running_var`` → ``batch_stats: box_head/conv1_ctr_1/var``), and the leaf maps as:
 
@@ -136,7 +136,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], reference: Map
 
 
 def _official_rank(key: str) -> tuple:
-    """Sort key reproducing the official state-dict order (spec §7): globals, patch_embed, blocks, norm, head."""
+    """Sort key reproducing the official state-dict order (docs/model.md#state-dict-layout): globals, patch_embed,
+    blocks, norm, head."""
     parts = key.split(".")
     top_order = ["cls_token", "pos_embed", "pos_embed_x", "pos_embed_z", "patch_embed", "blocks", "norm"]
     if parts[0] == "backbone":

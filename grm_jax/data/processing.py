@@ -1,9 +1,9 @@
-"""Crops, normalisation and the crop-frame ground truth shared by training and tracking (GRM_SPEC §5.1, §5.2,
-§4.5 step 5), bit-exact with the official code.
+"""Crops, normalisation and the crop-frame ground truth shared by training and tracking (docs/tracking.md#crop,
+docs/tracking.md#pre-processing, docs/training.md#ground-truth-in-the-crop), bit-exact with the official code.
 
-The rest of the training processing of §4.5 (joint transform, jitter, per-crop transform, rejection) lives in
-:mod:`grm_jax.data.transforms` and calls these functions; the tracker (:mod:`grm_jax.track.tracker`) uses them
-for its host-side crops.
+The rest of the training processing (docs/training.md#processing-and-augmentation: joint transform, jitter, per-crop
+transform, rejection) lives in :mod:`grm_jax.data.transforms` and calls these functions; the tracker
+(:mod:`grm_jax.track.tracker`) uses them for its host-side crops.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ __all__ = ["crop_paddings", "crop_window", "normalize_image", "sample_target", "
 
 
 def crop_window(box, factor: float) -> tuple[int, int, int]:
-    """``(x1, y1, crop_sz)`` of the square crop window around ``box`` = (x, y, w, h) px (§5.1 steps 1–2).
+    """``(x1, y1, crop_sz)`` of the square crop window around ``box`` = (x, y, w, h) px (docs/tracking.md#crop,
+    steps 1–2).
 
     crop_sz = ceil(sqrt(w·h)·factor), a ValueError naming the box if it is < 1 (or w·h ≤ 0);
     x1 = round(x + 0.5·w − 0.5·crop_sz), y1 = round(y + 0.5·h − 0.5·crop_sz) with Python's ``round`` (half to
@@ -37,7 +38,8 @@ def crop_window(box, factor: float) -> tuple[int, int, int]:
 
 
 def crop_paddings(x1: int, y1: int, crop_sz: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """``(left, right, top, bottom)`` padding of the window in an image of ``height`` × ``width`` (§5.1 step 3).
+    """``(left, right, top, bottom)`` padding of the window in an image of ``height`` × ``width``
+    (docs/tracking.md#crop, step 3).
 
     x2 = x1 + crop_sz, y2 = y1 + crop_sz; left = max(0, −x1), right = max(x2 − W + 1, 0), top = max(0, −y1),
     bottom = max(y2 − H + 1, 0). QUIRK (+1): a window that reaches the right/bottom border never copies the last
@@ -48,7 +50,8 @@ def crop_paddings(x1: int, y1: int, crop_sz: int, height: int, width: int) -> tu
 
 
 def sample_target(image: np.ndarray, box, factor: float, output_size: int | None):
-    """The official ``sample_target`` (§5.1): ``(crop uint8 out×out×3, resize_factor, mask bool out×out)``.
+    """The official ``sample_target`` (``lib/train/data/processing_utils.py``; docs/tracking.md#crop):
+    ``(crop uint8 out×out×3, resize_factor, mask bool out×out)``.
 
     The copied region is ``image[y1 + top : y2 − bottom, x1 + left : x2 − right]`` (paddings from
     :func:`crop_paddings`), padded with black (``cv2.copyMakeBorder``, ``BORDER_CONSTANT``) to crop_sz × crop_sz
@@ -80,7 +83,7 @@ def sample_target(image: np.ndarray, box, factor: float, output_size: int | None
 
 
 def normalize_image(image_u8: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """(u8 / 255 − mean) / std per channel, float32 HWC (§5.2).
+    """(u8 / 255 − mean) / std per channel, float32 HWC (docs/tracking.md#pre-processing).
 
     Evaluated in float32 in the official order (``tensor.float() / 255.0``, then ``− mean``, then ``/ std``), which
     reproduces the official tensors bit for bit.
@@ -90,11 +93,12 @@ def normalize_image(image_u8: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
 
 
 def transform_box_to_crop(box_gt, box_crop_center_source, resize_factor: float, output_size: int) -> np.ndarray:
-    """Ground-truth box in the crop, normalised (x1, y1, w, h) (§4.5 step 5), float64.
+    """Ground-truth box in the crop, normalised (x1, y1, w, h), float64: the official ``transform_image_to_crop``
+    (docs/training.md#ground-truth-in-the-crop).
 
     With c = xy + 0.5·wh of each box (``box_crop_center_source`` is the box the crop was centred on):
     centre_out = (out − 1)/2 + (c_gt − c_src)·rf, wh_out = wh_gt·rf, box = (centre_out − 0.5·wh_out, wh_out) / out.
-    QUIRK: (out − 1)/2 here, while the tracker maps its output back with out/2 (§5.3).
+    QUIRK: (out − 1)/2 here, while the tracker maps its output back with out/2 (docs/tracking.md#map-back).
     """
     gt = np.asarray(box_gt, np.float64)
     src = np.asarray(box_crop_center_source, np.float64)

@@ -1,4 +1,4 @@
-"""Template/search pair sampling, the official ``TrackingSampler`` in ``causal`` mode (spec §4.4).
+"""Template/search pair sampling, the official ``TrackingSampler`` in ``causal`` mode (docs/training.md#pair-sampling).
 
 One draw (every random choice from the ``np.random.Generator`` passed in, so a draw is a pure function of the
 generator's seed):
@@ -11,7 +11,7 @@ generator's seed):
    none, gap_inc += 5 and a new base frame is drawn. Image dataset: template = search = frame 0.
 
 Whether the pair is then usable (readable images, a valid crop) is decided later; the caller redraws with a fresh
-generator (official step 4, ``fail_safe``).
+generator, as ``TrackingSampler.getitem`` redraws after any exception (docs/training.md#pair-sampling, step 4).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ class FrameUnavailableError(LookupError):
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Encoded image bytes → uint8 RGB (H, W, 3), decoded by OpenCV (BGR) and converted BGR→RGB (spec §4.3)."""
+    """Encoded image bytes → uint8 RGB (H, W, 3), decoded by OpenCV (BGR) and converted BGR→RGB, as the official
+    ``opencv_loader`` (docs/training.md#training-data)."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise FrameUnavailableError("OpenCV cannot decode the stored image")

@@ -1,4 +1,5 @@
-"""Processing and augmentation of one template/search pair, the official ``GRMProcessing`` (spec §4.5).
+"""Processing and augmentation of one template/search pair, the official ``GRMProcessing``
+(docs/training.md#processing-and-augmentation).
 
 ``process_pair`` runs, with every random choice from the ``np.random.Generator`` it is given:
 
@@ -7,15 +8,15 @@
 2. box jitter per frame: wh' = wh·exp(N(0,1)₂·scale_jitter), c' = c + sqrt(w'h')·center_jitter·(U(0,1)₂ − 0.5);
 3. invalid when ceil(sqrt(w'h')·factor) < 1 for either frame;
 4. ``sample_target`` crop around the jittered box; 5. ground truth in the crop with ``transform_box_to_crop``
-   ((out − 1)/2 centre — official QUIRK 2);
+   ((out − 1)/2 centre — an official quirk, docs/training.md#ground-truth-in-the-crop);
 6. per crop, rolled separately for template and search: brightness f ~ U(0.8, 1.2), image = clamp(u8·f/255, 0, 1);
    horizontal flip p 0.5 of image, padding mask and normalised box (x ← 1 − (x + w)) — independent for template and
-   search (official QUIRK 3); ImageNet normalisation;
+   search (an official quirk, docs/training.md#per-crop-flip); ImageNet normalisation;
 7. rejected when a padding mask is all True, or its nearest down-sample to (out/16)² is all True.
 
 Each official quirk that is not part of the shared crop is a named switch of :class:`AugmentOptions`, reproducing
-the official behaviour by default. Not reproduced: QUIRK 4 (brightness factors that may repeat across DataLoader
-workers) — here every sample has its own generator, by design.
+the official behaviour by default. Not reproduced: brightness factors that may repeat across DataLoader workers
+(docs/training.md#brightness-random-numbers) — here every sample has its own generator, by design.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ class AugmentOptions:
     joint_flip_prob: float = 0.5  # joint transform, full frames
     brightness_jitter: float = 0.2  # factor ~ U(1 − b, 1 + b) (lower end clamped at 0)
     crop_flip_prob: float = 0.5  # per-crop flip
-    # QUIRK 3: the per-crop flip is rolled separately for template and search. False: one roll for both crops.
+    # Quirk (docs/training.md#per-crop-flip): the per-crop flip is rolled separately for template and search.
+    # False: one roll for both crops.
     independent_crop_flip: bool = True
-    # QUIRK 2: training GT uses (out − 1)/2 as the crop centre. False: out/2, the tracker's convention.
+    # Quirk (docs/training.md#ground-truth-in-the-crop): training GT uses (out − 1)/2 as the crop centre.
+    # False: out/2, the tracker's convention.
     gt_center_minus_half: bool = True
     # Rejection rule (step 7): the official code down-samples masks by a hard-coded 16 (the backbone stride).
     mask_stride: int = 16

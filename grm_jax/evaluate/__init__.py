@@ -1,1 +1,1 @@
-"""Benchmark evaluation: dataset loaders, result files, metrics and reports (GRM_SPEC.md §6)."""
+"""Benchmark evaluation: dataset loaders, result files, metrics and reports (docs/evaluation.md)."""

@@ -1,9 +1,10 @@
-"""Tracking-benchmark loaders (GRM_SPEC §6.1): frame paths + ground-truth boxes, nothing read at load time.
+"""Tracking-benchmark loaders (docs/evaluation.md#benchmarks): frame paths + ground-truth boxes, nothing read at
+load time.
 
 ``load_benchmark(name, root, sequence_list=None)`` returns a list of :class:`Sequence`, each with the frame paths
-(checked to exist, never decoded), the ground truth as an (N, 4) float64 array of (x, y, w, h) pixels, the dataset
-tag that selects the metric rules of §6.3 (``'lasot'``, ``'uav'``, ``'avist'``, ...) and, where the benchmark
-provides it, the per-frame visibility. The tracker is initialised from ``gt[0]``.
+(checked to exist, never decoded), the ground truth as an (N, 4) float64 array of (x, y, w, h) pixels, the dataset tag
+that selects the metric rules (docs/evaluation.md#metrics; ``'lasot'``, ``'uav'``, ``'avist'``, ...) and, where the
+benchmark provides it, the per-frame visibility. The tracker is initialised from ``gt[0]``.
 
 Differences from the official loaders, all deliberate:
 
@@ -55,8 +56,8 @@ class Sequence:
 
     ``frames``: image paths in tracking order (``frames[0]`` is the initialisation frame).
     ``gt``: (N, 4) float64 boxes (x, y, w, h) in pixels; GOT-10k test and TrackingNet have only the first row.
-    ``dataset``: the metric-rule tag of §6.3 (``'lasot'``, ``'otb'``, ``'uav'``, ``'nfs'``, ``'avist'``,
-    ``'got10k'``, ``'trackingnet'``, ``'tnl2k'``).
+    ``dataset``: the metric-rule tag (docs/evaluation.md#metrics; ``'lasot'``, ``'otb'``, ``'uav'``, ``'nfs'``,
+    ``'avist'``, ``'got10k'``, ``'trackingnet'``, ``'tnl2k'``).
     ``visible``: (N,) bool (``full_occlusion == 0 & out_of_view == 0``) for LaSOT and AVisT, else ``None``.
     ``language``: TNL2K's description (first line of ``language.txt``, stripped, lower-case), else ``None``.
     ``cover`` / ``resolution``: GOT-10k train/val only (what its toolkit scores with): the per-frame
@@ -150,7 +151,8 @@ BENCHMARKS = {
     "itb": "otb",
 }
 
-# Result-file name prefixes of the official loaders (§6.2: ``uav_bike1``, ``nfs_Gymnastics``, ``otb_Basketball``).
+# Result-file name prefixes of the official loaders (docs/evaluation.md#result-files: ``uav_bike1``,
+# ``nfs_Gymnastics``, ``otb_Basketball``).
 _PREFIX = {"uav": "uav_", "nfs": "nfs_", "otb": "otb_"}
 
 

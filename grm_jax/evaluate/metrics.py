@@ -1,4 +1,5 @@
-"""Benchmark metrics as the official analysis code computes them (GRM_SPEC §6.3), NumPy float64.
+"""Benchmark metrics as the official analysis code computes them (``lib/test/analysis/extract_results.py``,
+``lib/test/analysis/plot_results.py``; docs/evaluation.md#metrics), NumPy float64.
 
 Per sequence (:func:`sequence_metrics`): prediction checks and fixes, per-frame IoU with the +1 pixel convention,
 centre error and normalised centre error, validity by dataset rule, the marker values of invalid frames, and the
@@ -38,7 +39,8 @@ __all__ = [
 
 
 def iou_plus1(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """Per-frame IoU with the +1 pixel convention (§6.3 item 6):
+    """Per-frame IoU with the +1 pixel convention (official ``calc_iou_overlap``;
+    docs/evaluation.md#overlap-and-centre-error):
 
     tl = max(p_xy, a_xy), br = min(p_xy + p_wh − 1, a_xy + a_wh − 1), inter = Π clamp(br − tl + 1, 0),
     IoU = inter / (p_w·p_h + a_w·a_h − inter). Evaluated in the official order; rounding can give 1 + 1 ulp for
@@ -68,13 +70,14 @@ def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def center_error(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """Per-frame centre error in pixels (§6.3 item 7): ‖c_p − c_a‖₂ with c = xy + 0.5·(wh − 1)."""
+    """Per-frame centre error in pixels (docs/evaluation.md#overlap-and-centre-error): ‖c_p − c_a‖₂ with
+    c = xy + 0.5·(wh − 1)."""
     return _distance(box_centers(pred), box_centers(anno))
 
 
 def normalized_center_error(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
-    """Per-frame normalised centre error (§6.3 item 7): ‖c_p / a_wh − c_a / a_wh‖₂ (both centres divided by the
-    GT (w, h) first, then subtracted, as officially)."""
+    """Per-frame normalised centre error (docs/evaluation.md#overlap-and-centre-error): ‖c_p / a_wh − c_a / a_wh‖₂ (both
+    centres divided by the GT (w, h) first, then subtracted, as officially)."""
     wh = np.asarray(anno, np.float64)[:, 2:]
     with np.errstate(invalid="ignore", divide="ignore"):
         return _distance(box_centers(pred) / wh, box_centers(anno) / wh)
@@ -85,7 +88,8 @@ def normalized_center_error(pred: np.ndarray, anno: np.ndarray) -> np.ndarray:
 
 
 def prepare_predictions(pred, anno, kind: str, name: str = "") -> np.ndarray:
-    """Checks and fixes of §6.3 items 1–4, in the official order; returns predictions aligned with ``anno``.
+    """Checks and fixes of the official ``calc_seq_err_robust`` (docs/evaluation.md#prediction-checks), in the
+    official order; returns predictions aligned with ``anno``.
 
     1. ValueError if a prediction is NaN or has w < 0 or h < 0; NaN GT is a ValueError except for ``uav``.
     2. For i = 1.. (sequentially, before the length fix and before frame 0 is overwritten): a prediction with
@@ -119,8 +123,9 @@ def prepare_predictions(pred, anno, kind: str, name: str = "") -> np.ndarray:
 
 
 def valid_frames(anno, kind: str, visible=None) -> np.ndarray:
-    """Valid frames (§6.3 item 5): a_w > 0 and a_h > 0 (``avist``: all four GT values > 0), and ``visible`` where
-    given (the official applies ``target_visible`` whenever the loader provides one: LaSOT and AVisT)."""
+    """Valid frames (docs/evaluation.md#valid-frames): a_w > 0 and a_h > 0 (``avist``: all four GT values > 0), and
+    ``visible`` where given (the official applies ``target_visible`` whenever the loader provides one: LaSOT and
+    AVisT)."""
     anno = np.asarray(anno, np.float64).reshape(-1, 4)
     with np.errstate(invalid="ignore"):
         valid = np.all(anno > 0, axis=1) if kind == "avist" else (anno[:, 2] > 0) & (anno[:, 3] > 0)
@@ -138,7 +143,7 @@ def curve(values: np.ndarray, thresholds: np.ndarray, denominator: int, above: b
 
 
 def sequence_metrics(pred, anno, kind: str, visible=None, name: str = "") -> dict:
-    """Per-frame values and per-sequence curves of one sequence (§6.3 items 1–10).
+    """Per-frame values and per-sequence curves of one sequence (docs/evaluation.md#metrics).
 
     Returns ``iou``, ``center_err``, ``center_err_norm`` (N,) float64, ``valid`` (N,) bool and ``success_curve``
     (21), ``precision_curve`` (51), ``norm_precision_curve`` (51). Invalid frames: IoU −1; centre error +inf
@@ -181,7 +186,8 @@ def sequence_metrics(pred, anno, kind: str, visible=None, name: str = "") -> dic
 
 
 def summary(per_sequence) -> dict:
-    """Averages over sequences, ×100 (§6.3 item 11), from a list of :func:`sequence_metrics` dicts.
+    """Averages over sequences, ×100 (docs/evaluation.md#curves-and-scores), from a list of
+    :func:`sequence_metrics` dicts.
 
     success = 100·mean_seq(success_curve) etc.; AUC = mean of the 21 success values; precision = precision
     curve at 20 px (index 20); norm_precision = normalised curve at 0.20 (index 20); OP50 / OP75 = success at

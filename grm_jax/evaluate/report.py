@@ -2,7 +2,7 @@
 
 ``python -m grm_jax.evaluate.report --dataset NAME --data_dir ROOT [--out DIR] RESULT_DIR [NAME=RESULT_DIR ...]``
 
-Per sequence the metrics are those of the official analysis code (GRM_SPEC §6.3, computed by
+Per sequence the metrics are those of the official analysis code (docs/evaluation.md#metrics, computed by
 :mod:`grm_jax.evaluate.metrics`): success curve over IoU thresholds 0, 0.05, ..., 1 (21 values), precision curve
 over 0..50 px and normalised precision over 0..0.50 (51 values each). They are averaged over sequences and reported
 ×100 as in the official tables:

@@ -1,4 +1,4 @@
-"""Tracking result files and benchmark-server submissions (GRM_SPEC §6.2).
+"""Tracking result files and benchmark-server submissions (docs/evaluation.md#result-files).
 
 Layout, as the official code writes it (``results_dir`` is ``{results_path}/grm/{param}``):
 

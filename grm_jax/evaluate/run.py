@@ -25,7 +25,7 @@ class FrameReadError(OSError):
 
 
 def read_frame_rgb(path: str) -> np.ndarray:
-    """``cv2.imread`` → RGB uint8 (spec §5.2); a missing or unreadable file raises naming it."""
+    """``cv2.imread`` → RGB uint8 (docs/tracking.md#pre-processing); a missing or unreadable file raises naming it."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise FrameReadError(f"cannot read frame {path}")

@@ -5,7 +5,7 @@
 | key | shape | meaning |
 |---|---|---|
 | ``pred_boxes`` | (B,1,4) | normalised (cx,cy,w,h) in the search crop, decoded at the raw score map's maximum |
-| ``score_map`` / ``size_map`` / ``offset_map`` | (B,S,S,1) / (B,S,S,2) / (B,S,S,2) | head outputs (spec §2.1) |
+| ``score_map`` / ``size_map`` / ``offset_map`` | (B,S,S,1) / (B,S,S,2) / (B,S,S,2) | head outputs (docs/model.md) |
 | ``backbone_out`` | (B, Nz+Ns, D) | tokens after the final LayerNorm |
 | ``divide_logp`` | (L−1, B, Ns, 2) | per division layer, log-probabilities (class 1 = interacts with template) |
 | ``decisions`` | (L−1, B, Ns, 2) | per division layer, the one-hot choice (straight-through in training) |
@@ -33,7 +33,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class GRM(nn.Module):
-    """GRM tracker network (spec §1–2). Build it from a config with :func:`build_model`."""
+    """GRM tracker network (docs/model.md). Build it from a config with :func:`build_model`."""
 
     embed_dim: int = 768
     depth: int = 12
@@ -85,7 +85,8 @@ class GRM(nn.Module):
           search: (B, Hs, Ws, 3) ImageNet-normalised RGB search crop.
           template_mask: (B, Nz) template box mask, needed by the roi* target representations only.
           train: training mode (Gumbel sampling, DropPath, BatchNorm batch statistics).
-          threshold: inference division threshold (spec §1.5); an array is fine and does not recompile.
+          threshold: inference division threshold (docs/model.md#inference-threshold); an array is fine and does
+            not recompile.
           ratio: inference top-K forcing ratio (never used by the official tracker).
           gumbel_noise: (L−1, B, Ns, 2) Gumbel sample to use in training instead of the ``gumbel`` RNG stream.
         """

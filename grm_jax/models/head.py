@@ -1,4 +1,5 @@
-"""The CENTER head (spec §2): three conv ladders (ctr, offset, size) on the search feature map, and box decoding.
+"""The CENTER head (docs/model.md#center-head): three conv ladders (ctr, offset, size) on the search feature map,
+and box decoding.
 
 Layout is NHWC: the head takes (B, S, S, D) and returns ``score_map`` (B,S,S,1), ``size_map`` (B,S,S,2) (w, h),
 ``offset_map`` (B,S,S,2) (x, y). Names follow the official state dict: ``box_head.conv1_ctr.0`` (conv) →
@@ -105,7 +106,8 @@ class CenterHead(nn.Module):
 
 
 def decode_boxes(score_map: Array, size_map: Array, offset_map: Array) -> Array:
-    """``cal_bbox`` (spec §2.2): normalised (cx, cy, w, h) (B,4) at the score map's first maximum.
+    """``CenterPredictor.cal_bbox`` (docs/model.md#box-decoding): normalised (cx, cy, w, h) (B,4) at the score map's
+    first maximum.
 
     idx = argmax(score) over the S·S cells (row-major); iy = idx // S, ix = idx mod S;
     box = ((ix + ox)/S, (iy + oy)/S, w, h) with (w,h), (ox,oy) read at idx. No +0.5 cell-centre shift.

@@ -1,4 +1,4 @@
-"""Generalized relation modeling (spec §1.4–1.8): which search tokens may talk to the template.
+"""Generalized relation modeling (docs/model.md#division-module): which search tokens may talk to the template.
 
 In every block but the first, a small MLP looks at each search token next to a summary of the template and
 classifies it as *search-only* (class 0) or *interacting with the template* (class 1). The three token categories
@@ -13,9 +13,9 @@ Two attention implementations (``config.model.attention``):
 * ``fused`` (inference only): a hard boolean mask (:func:`visibility_mask`) through
   ``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU for bfloat16/float16, XLA elsewhere); masked keys
   get exactly zero weight, so it differs from the reference by the ε leak and rounding (measured in
-  ``tests/models/test_attention_paths.py``). **In training the reference path is used** whatever this setting:
-  the division MLP learns only through the gradient of the float mask (spec §8), which a boolean mask cannot carry,
-  and a straight-through term would need the N×N weights the fused kernel exists to avoid.
+  ``tests/models/test_attention_paths.py``). **In training the reference path is used** whatever this setting: the
+  division MLP learns only through the gradient of the float mask (docs/model.md#gumbel-softmax), which a boolean mask
+  cannot carry, and a straight-through term would need the N×N weights the fused kernel exists to avoid.
 
 With ``dtype=bfloat16`` the matmuls take bfloat16 operands and accumulate and return float32 (on CPUs with
 AVX512-BF16 that is also the fast path); logits, softmax, LayerNorm and the loss stay float32.
@@ -35,8 +35,8 @@ import jax.numpy as jnp
 
 from grm_jax.config import ATTENTION_IMPLS, TGT_TYPES
 
-EPS = 1e-6  # the masked softmax's ε (spec §1.7)
-# Policy columns (spec §1.6).
+EPS = 1e-6  # the masked softmax's ε (docs/model.md#masked-softmax)
+# Policy columns (docs/model.md#attention-mask).
 TEMPLATE, SEARCH_ONLY, INTERACT = 0, 1, 2
 
 Array = Any
@@ -98,7 +98,7 @@ def accumulate_kwargs(dtype, conv: bool = False) -> dict:
 
 
 def template_box_mask(box_xywh: Array, grid: int) -> Array:
-    """Template box mask m (B, grid²) for the roi* target representations (spec §1.4).
+    """Template box mask m (B, grid²) for the roi* target representations (docs/model.md#template-box-mask).
 
     b = box · grid; rows max(int(y1),0) .. min(int(y1+h+1),grid)−1 and columns likewise are 1; int truncates
     toward zero; flattened row-major.
@@ -117,7 +117,7 @@ def template_box_mask(box_xywh: Array, grid: int) -> Array:
 
 
 def target_representation(u_z: Array, tgt_type: str, template_mask: Array | None = None) -> Array:
-    """Summary t (B,1,D) of the template tokens u_z (B,Nz,D) (spec §1.4).
+    """Summary t (B,1,D) of the template tokens u_z (B,Nz,D) (docs/model.md#target-representation).
 
     allmax: max over tokens; allavg: mean; roimax: max over u_z·m (masked-out tokens become 0 and still compete);
     roiavg: mean over all Nz entries of u_z·m (divides by Nz, not by the mask count).
@@ -137,7 +137,7 @@ def target_representation(u_z: Array, tgt_type: str, template_mask: Array | None
 
 
 def gumbel_hard(logp: Array, noise: Array) -> Array:
-    """Hard Gumbel-softmax with straight-through gradient, τ = 1 (spec §1.5).
+    """Hard Gumbel-softmax with straight-through gradient, τ = 1 (docs/model.md#gumbel-softmax).
 
     y_soft = softmax(ℓ + g); y_hard = one_hot(argmax y_soft); d = y_hard − stop_grad(y_soft) + y_soft.
     Forward values are 0/1 up to rounding; the gradient is that of y_soft.
@@ -148,7 +148,8 @@ def gumbel_hard(logp: Array, noise: Array) -> Array:
 
 
 def select_tokens(logp: Array, threshold: Array, ratio: Array = 0.0) -> Array:
-    """Inference-time division (spec §1.5): one-hot (B,Ns,2), class 1 = interacts with the template.
+    """Inference-time division (docs/model.md#inference-threshold): one-hot (B,Ns,2), class 1 = interacts with the
+    template.
 
     threshold == 0: argmax (class 1 iff ℓ1 > ℓ0). threshold > 0: class 1 iff p0 = exp(ℓ0) < threshold.
     ratio > 0: additionally the K = int(Ns·ratio) tokens with the largest ℓ1 are class 1.
@@ -166,7 +167,7 @@ def select_tokens(logp: Array, threshold: Array, ratio: Array = 0.0) -> Array:
 
 
 def token_policy(decision: Array, num_template: int) -> Array:
-    """Policy P (B,N,3): template rows [1,0,0], search rows [0, d0, d1] (spec §1.6)."""
+    """Policy P (B,N,3): template rows [1,0,0], search rows [0, d0, d1] (docs/model.md#attention-mask)."""
     batch = decision.shape[0]
     template = jnp.zeros((batch, num_template, 3), decision.dtype).at[..., TEMPLATE].set(1)
     search = jnp.concatenate([jnp.zeros(decision.shape[:-1] + (1,), decision.dtype), decision], axis=-1)
@@ -174,7 +175,7 @@ def token_policy(decision: Array, num_template: int) -> Array:
 
 
 def attention_mask(policy: Array) -> Array:
-    """Permission matrix M (B,1,N,N) from the policy, shared by all heads (spec §1.6).
+    """Permission matrix M (B,1,N,N) from the policy, shared by all heads (docs/model.md#attention-mask).
 
     M_ij = P0_i·P0_j + P1_i·P1_j + (P0_i·P2_j + P1_i·P2_j + P2_i·P2_j + P2_i·P0_j + P2_i·P1_j), then the diagonal
     is forced: M ← M + (1 − M)·I. Differentiable in P (the only path of gradient into the division MLP).
@@ -193,7 +194,8 @@ def attention_mask(policy: Array) -> Array:
 
 
 def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
-    """The official masked softmax (spec §1.7), over the last axis.
+    """The official masked softmax (``Attention.softmax_with_policy``, docs/model.md#masked-softmax), over the last
+    axis.
 
     m_i = max_j a_ij (masked keys included); e_ij = exp(a_ij − m_i)·M_ij in float32;
     w_ij = (e_ij + ε/N) / (Σ_j e_ij + ε), N = number of keys.
@@ -267,7 +269,8 @@ class Attention(nn.Module):
                         param_dtype=self.param_dtype, name=name, **accumulate_kwargs(self.dtype))
 
     def divide_predict(self, u: Array, template_mask: Array | None) -> Array:
-        """ℓ (B,Ns,2) = LogSoftmax(Linear(GELU(Linear(GELU(Linear([u_x, t])))))) per search token (spec §1.4)."""
+        """ℓ (B,Ns,2) = LogSoftmax(Linear(GELU(Linear(GELU(Linear([u_x, t])))))) per search token
+        (docs/model.md#predictor)."""
         u_z, u_x = u[:, :self.num_template], u[:, self.num_template:]
         t = target_representation(u_z, self.tgt_type, template_mask)
         h = jnp.concatenate([u_x, jnp.broadcast_to(t, u_x.shape)], axis=-1)
@@ -283,7 +286,8 @@ class Attention(nn.Module):
         batch, n, dim = x.shape
         head_dim = dim // self.num_heads
         qkv = self._dense(3 * dim, "qkv", use_bias=self.qkv_bias)(x)
-        # Output rows are q ‖ k ‖ v, each split into heads of head_dim consecutive rows (spec §7).
+        # Output rows are q ‖ k ‖ v, each split into heads of head_dim consecutive rows
+        # (docs/model.md#state-dict-layout).
         qkv = qkv.reshape(batch, n, 3, self.num_heads, head_dim).astype(self.dtype)
 
         aux = decision = None

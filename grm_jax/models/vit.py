@@ -1,4 +1,5 @@
-"""The ViT backbone of GRM (spec §1.1–1.3): shared patch embedding, template-then-search tokens, pre-norm blocks.
+"""The ViT backbone of GRM (docs/model.md#backbone): shared patch embedding, template-then-search tokens, pre-norm
+blocks.
 
 Module and parameter names follow the official state dict (``backbone.blocks.3.attn.qkv`` →
 ``backbone/blocks_3/attn/qkv``), so conversion is a table of renames and transposes (``grm_jax/convert``).
@@ -119,7 +120,8 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """GRM's backbone: tokens [template ‖ search] through ``depth`` blocks (1..depth−1 divide), final LayerNorm.
 
-    ``cls_token`` and the 224-px ``pos_embed`` are kept for state-dict parity but never used (spec §1.2).
+    ``cls_token`` and the 224-px ``pos_embed`` are kept for state-dict parity but never used
+    (docs/model.md#position-embeddings).
     Returns ``(tokens (B, Nz+Ns, D), aux)`` with ``aux`` the per-division-layer dicts of :class:`Attention`.
     """
 

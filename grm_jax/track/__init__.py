@@ -1,1 +1,1 @@
-"""Tracking-time procedure of GRM (GRM_SPEC §5): windowing, decoding and mapping boxes back to the frame."""
+"""Tracking-time procedure of GRM (docs/tracking.md): windowing, decoding and mapping boxes back to the frame."""

@@ -1,11 +1,11 @@
 """``sample_target`` inside the compiled step: crop + bilinear resize of a batch of frames on the device.
 
-Same geometry as the official crop (spec §5.1): crop_sz = ceil(sqrt(w·h)·factor), origin rounded half to even,
-black outside the image, and the +1 quirk (the last image row/column never enters a crop). The resize is OpenCV's
+Same geometry as the official crop (docs/tracking.md#crop): crop_sz = ceil(sqrt(w·h)·factor), origin rounded half to
+even, black outside the image, and the +1 quirk (the last image row/column never enters a crop). The resize is OpenCV's
 uint8 INTER_LINEAR in integer arithmetic: half-pixel sample positions, 11-bit fixed-point weights, its vectorised
-vertical rounding, and its switch to INTER_AREA for an exact 2× downscale. Downscaled crops (the tracking case)
-are bit-identical to OpenCV; upscaled ones can differ by one grey level where OpenCV's double-precision sample
-position rounds a weight the other way (measured in ``tests/track/test_tracker.py``).
+vertical rounding, and its switch to INTER_AREA for an exact 2× downscale. Downscaled crops (the tracking case) are
+bit-identical to OpenCV; upscaled ones can differ by one grey level where OpenCV's double-precision sample position
+rounds a weight the other way (measured in ``tests/track/test_tracker.py``).
 """
 
 from __future__ import annotations

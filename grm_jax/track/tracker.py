@@ -1,4 +1,5 @@
-"""The official tracking procedure (spec §5.3), compiled: one XLA call per frame for a batch of sequences.
+"""The official tracking procedure (``lib/test/tracker/grm.py`` ``GRM``; docs/tracking.md#procedure), compiled: one
+XLA call per frame for a batch of sequences.
 
 Per frame and sequence: search crop around the previous box → GRM forward at the dataset's threshold → centred
 Hann window on the score map → decode (argmax on the windowed map, size and offset from the raw maps) → scale to
@@ -38,7 +39,7 @@ from grm_jax.track.window import hann2d
 
 @dataclasses.dataclass(frozen=True)
 class TrackerParams:
-    """TEST.* values of a config (spec §5.3, §5.4)."""
+    """TEST.* values of a config (docs/tracking.md#procedure, docs/tracking.md#division-threshold)."""
 
     template_factor: float = 2.0
     template_size: int = 128
@@ -63,7 +64,7 @@ class TrackerParams:
 
 def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndarray,
                  search_size: int) -> np.ndarray:
-    """``map_box_back`` (spec §5.3 step 6), float64, batched over rows.
+    """The official ``GRM.map_box_back`` (docs/tracking.md#map-back), float64, batched over rows.
 
     half = 0.5·search_size/rf; cx = cx_crop + (pcx − half); cy = cy_crop + (pcy − half); → (cx − w/2, cy − h/2, w, h)
     with (pcx, pcy) the previous box's centre. (QUIRK kept: ignores the crop origin's integer rounding.)
@@ -117,8 +118,8 @@ def template_crop_box(boxes, resize_factor, template_size: int):
 
 def device_template_fn(model, template_factor: float, template_size: int) -> Callable:
     """The device-crop initialisation, ``(frames (B,H,W,3) uint8, boxes (B,4) float32) → (z, template_mask)``:
-    template crop on the device, normalised exactly as on the host, and its box mask (spec §1.4). Shared by
-    :class:`BatchTracker` (``crop='device'``) and :mod:`grm_jax.export`, like :func:`device_track_fn`."""
+    template crop on the device, normalised exactly as on the host, and its box mask (docs/model.md#template-box-mask).
+    Shared by :class:`BatchTracker` (``crop='device'``) and :mod:`grm_jax.export`, like :func:`device_track_fn`."""
     grid = template_size // model.patch_size
 
     def prepare(frames, boxes):

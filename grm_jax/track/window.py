@@ -1,4 +1,5 @@
-"""Cosine (Hann) windows applied to the score map at tracking time (GRM_SPEC §5.3 step 3).
+"""Cosine (Hann) windows applied to the score map at tracking time: the official ``lib/test/utils/hann.py``
+``hann1d`` / ``hann2d`` (docs/tracking.md#hann-window).
 
 Computed in float32 with NumPy in the same order as the official PyTorch code (the angle step 2π/(n+1) is a
 Python float cast to float32, multiplied by a float32 index, then cos, 1 − ·, 0.5 · ·), so the windows agree with

@@ -1,4 +1,5 @@
-"""The official optimiser (spec §4.1): AdamW over three learning-rate groups, step decay, PyTorch-style clipping.
+"""The official optimiser (docs/training.md#optimiser): AdamW over three learning-rate groups, step decay,
+PyTorch-style clipping.
 
 | group | parameters | learning rate |
 |---|---|---|

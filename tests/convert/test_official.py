@@ -109,7 +109,7 @@ def test_backbone_from_pretrained(tmp_path, tiny_state_dict, distilled):
     # which the official finetune_track produced (float64 resize rounded once vs torch float32: ≤ 1e-6).
     for name in ("pos_embed_z", "pos_embed_x"):
         np.testing.assert_allclose(flat[("backbone", name)], tiny_state_dict[f"backbone.{name}"], atol=1e-6)
-    # Division MLPs and head keep the fresh initialisation (spec §1.10).
+    # Division MLPs and head keep the fresh initialisation (docs/model.md#initialisation).
     for path_ in [("backbone", "blocks_1", "attn", "divide_predict_0", "kernel"),
                   ("box_head", "conv1_ctr_0", "kernel")]:
         np.testing.assert_array_equal(flat[path_], fresh_flat[path_])

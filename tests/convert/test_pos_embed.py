@@ -1,4 +1,5 @@
-"""PyTorch-exact bicubic resizing of position-embedding tables (spec §1.2 ``finetune_track``)."""
+"""PyTorch-exact bicubic resizing of position-embedding tables (official ``finetune_track``;
+docs/model.md#position-embeddings)."""
 
 from __future__ import annotations
 

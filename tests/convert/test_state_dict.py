@@ -1,4 +1,4 @@
-"""Official state dict ↔ Flax variables: key mapping, layouts, errors (spec §7, Appendix C)."""
+"""Official state dict ↔ Flax variables: key mapping, layouts, errors (docs/model.md#state-dict-layout)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The official crop, normalisation and crop-frame GT (GRM_SPEC §5.1, §5.2, §4.5 step 5).
+"""The official crop, normalisation and crop-frame GT (docs/tracking.md#crop, docs/tracking.md#pre-processing,
+docs/training.md#ground-truth-in-the-crop).
 
 References: ``tests/fixtures/official/processing_refs.npz`` (``crop_*``, the official ``sample_target``) and
 ``grm_tiny/outputs.npz`` (the official pre-processing of the tiny model's inputs).
@@ -49,7 +50,7 @@ def test_sample_target_matches_official(refs, case):
 
 
 @pytest.mark.parametrize("box,factor,window,pads", [
-    # Spec §5.1 worked examples on a 640×480 image; pads are (left, right, top, bottom).
+    # Worked examples on a 640×480 image (docs/tracking.md#worked-examples); pads are (left, right, top, bottom).
     ((100.3, 50.7, 40.2, 30.1), 4.0, (50, -4, 140), (0, 0, 4, 0)),
     ((600, 440, 30, 30), 4.0, (555, 395, 120), (0, 36, 0, 36)),  # +1 quirk: 35 overhang + 1
     ((10, 10, 100, 80), 2.0, (-30, -40, 179), (30, 0, 40, 0)),  # round(−29.5) = −30, round(−39.5) = −40
@@ -70,7 +71,8 @@ def test_resize_factor_worked_examples(box, factor, out, rf):
 
 
 def test_border_quirk_excludes_last_column():
-    """Box (600,440,30,30) on 640×480: columns 555..638 are copied, 639 is padding (spec §5.1 example)."""
+    """Box (600,440,30,30) on 640×480: columns 555..638 are copied, 639 is padding
+    (docs/tracking.md#worked-examples)."""
     image = np.full((480, 640, 3), 200, np.uint8)
     crop, rf, mask = sample_target(image, (600, 440, 30, 30), 4.0, None)
     assert crop.shape == (120, 120, 3) and rf == 1.0
@@ -120,15 +122,16 @@ def test_normalize_formula():
 
 
 def test_transform_box_to_crop_worked_example():
-    """Spec §5.1: box (10,10,100,80), factor 2, out 128 → crop_sz 179 → (0.2168, 0.2726, 0.5587, 0.4469)."""
+    """docs/tracking.md#worked-examples: box (10,10,100,80), factor 2, out 128 → crop_sz 179 →
+    (0.2168, 0.2726, 0.5587, 0.4469)."""
     box = (10, 10, 100, 80)
     np.testing.assert_allclose(transform_box_to_crop(box, box, 128 / 179, 128), [0.2168, 0.2726, 0.5587, 0.4469],
-                               rtol=0, atol=1e-4)  # the spec prints 4 decimals
+                               rtol=0, atol=1e-4)  # the measured values are quoted with 4 decimals
 
 
 def test_transform_box_to_crop_uses_out_minus_one_half():
-    """A GT equal to the crop's source box is centred at (out − 1)/2, not out/2 (QUIRK §4.5 step 5); a GT moved
-    by d px moves by d·rf/out."""
+    """A GT equal to the crop's source box is centred at (out − 1)/2, not out/2 (QUIRK,
+    docs/training.md#ground-truth-in-the-crop); a GT moved by d px moves by d·rf/out."""
     src = (50.0, 40.0, 20.0, 10.0)
     box = transform_box_to_crop(src, src, 2.0, 64)
     centre = box[:2] + 0.5 * box[2:]

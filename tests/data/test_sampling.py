@@ -1,4 +1,4 @@
-"""Tests of grm_jax/data/sampling.py: the official causal sampler's rules (spec §4.4)."""
+"""Tests of grm_jax/data/sampling.py: the official causal sampler's rules (docs/training.md#pair-sampling)."""
 
 from __future__ import annotations
 

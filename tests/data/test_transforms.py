@@ -1,4 +1,5 @@
-"""Tests of grm_jax/data/transforms.py: each step of the official processing (spec §4.5)."""
+"""Tests of grm_jax/data/transforms.py: each step of the official processing
+(docs/training.md#processing-and-augmentation)."""
 
 from __future__ import annotations
 

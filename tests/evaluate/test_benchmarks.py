@@ -1,4 +1,4 @@
-"""Benchmark loaders (GRM_SPEC §6.1) on tiny fake folders in each benchmark's layout."""
+"""Benchmark loaders (docs/evaluation.md#benchmarks) on tiny fake folders in each benchmark's layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Benchmark metrics against the official analysis code (GRM_SPEC §6.3; ``processing_refs.npz`` ``metric_*``)."""
+"""Benchmark metrics against the official analysis code (docs/evaluation.md#metrics; ``processing_refs.npz``
+``metric_*``)."""
 
 from __future__ import annotations
 

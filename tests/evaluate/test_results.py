@@ -1,4 +1,4 @@
-"""Result files and submissions (GRM_SPEC §6.2)."""
+"""Result files and submissions (docs/evaluation.md#result-files)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
 from grm_jax.models import build_model, relation, to_official_layout
 
 EVAL_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
-# float32 rounding through 4 blocks and the head: observed ≤ 7e-6 abs; the spec allows 1e-5 abs.
+# float32 rounding through 4 blocks and the head: observed ≤ 7e-6 abs; the parity target is 1e-5 abs.
 ATOL = 1e-5
 
 
@@ -71,7 +71,7 @@ def test_train_outputs_match_official(train_result, tiny_outputs):
 
 def test_train_losses_match_official(train_result, tiny_outputs):
     (total, (_, _, status)), _ = train_result
-    # Loss terms: float32 sums over a few hundred cells; spec tolerance 1e-5 relative.
+    # Loss terms: float32 sums over a few hundred cells; parity target 1e-5 relative.
     np.testing.assert_allclose(float(total), tiny_outputs["train_loss_total"], rtol=1e-5)
     for key in ("total", "giou", "l1", "loc"):
         np.testing.assert_allclose(float(status[f"Ls/{key}"]), tiny_outputs[f"train_status_Ls_{key}"], rtol=1e-5,
@@ -98,7 +98,7 @@ def test_gradients_match_official(train_result, tiny_outputs):
         ours = np.asarray(flat[key])
         ref_flax = torch_to_flax_array(key, ref)
         # Relative error of the whole tensor (‖ours − ref‖ / ‖ref‖): gradients pass through the straight-through
-        # mask and 4 blocks; the spec allows 1e-4.
+        # mask and 4 blocks; the parity target is 1e-4.
         rel = np.linalg.norm(ours - ref_flax) / np.linalg.norm(ref_flax)
         assert rel <= 1e-4, (key, rel)
 

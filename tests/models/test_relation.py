@@ -1,4 +1,4 @@
-"""Pure functions of the generalized relation module (spec §1.4–1.7)."""
+"""Pure functions of the generalized relation module (docs/model.md#division-module to #masked-softmax)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""grm_jax.track.window: the tracker's Hann window against the official reference and the spec's measured values."""
+"""grm_jax.track.window: the tracker's Hann window against the official reference and measured values
+(docs/tracking.md#hann-window)."""
 
 import pathlib
 
@@ -22,8 +23,8 @@ def test_hann2d_matches_official(size):
 def test_hann_spec_measured_values():
     w1 = hann1d(16)
     window = hann2d(16)
-    # 1e-5 abs: the spec prints these values with 5 decimals, and its w1(1) = 0.03377 is one unit high in the last
-    # digit (0.5·(1 − cos(2π/17)) = 0.0337639; the official fixture agrees with the exact value, see above).
+    # 1e-5 abs: these measured values are quoted with 5 decimals, and the quoted w1(1) = 0.03377 is one unit high in
+    # the last digit (0.5·(1 − cos(2π/17)) = 0.0337639; the official fixture agrees with the exact value, see above).
     np.testing.assert_allclose([w1[0], w1[7], w1[8]], [0.03377, 0.99149, 0.99149], atol=1e-5)
     np.testing.assert_allclose([window[0, 0], window[7, 7]], [0.00114, 0.98305], atol=1e-5)
     np.testing.assert_allclose(w1[0], 0.5 * (1 - np.cos(2 * np.pi / 17)), atol=1e-7)  # 1e-7: float32 cos

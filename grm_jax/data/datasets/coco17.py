@@ -1,4 +1,4 @@
-"""COCO 2017 train as one-frame tracking sequences, a TFDS builder (spec §4.3).
+"""COCO 2017 train as one-frame tracking sequences, a TFDS builder (docs/training.md#training-data).
 
 Root (manual dir) holds ``annotations/instances_train2017.json`` and ``images/train2017/{file_name}``. Every
 annotation with ``iscrowd == 0`` is a sequence of one frame: its image and its ``bbox`` (x, y, w, h);

@@ -1,4 +1,5 @@
-"""GOT-10k training set as a TFDS builder (spec §4.3: ``GOT10K_train`` = ``full``, ``GOT10K_vot_train`` = ``vot``).
+"""GOT-10k training set as a TFDS builder (docs/training.md#training-data: ``GOT10K_train`` = ``full``,
+``GOT10K_vot_train`` = ``vot``).
 
 Root (manual dir) = GOT-10k's ``train/`` folder: ``list.txt`` (one sequence folder per line), ``{seq}/%08d.jpg``
 (1-based file names: frame t is ``{t+1:08d}.jpg``), ``groundtruth.txt`` (x,y,w,h per frame, its line count is the

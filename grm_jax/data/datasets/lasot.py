@@ -1,4 +1,4 @@
-"""LaSOT training set as a TFDS builder (spec §4.3).
+"""LaSOT training set as a TFDS builder (docs/training.md#training-data).
 
 Root (manual dir) = the LaSOT folder: ``{class}/{class}-{id}/img/%08d.jpg`` (1-based file names),
 ``groundtruth.txt`` (comma x,y,w,h), ``full_occlusion.txt`` and ``out_of_view.txt`` (one comma-separated 0/1 line).

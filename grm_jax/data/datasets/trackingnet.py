@@ -1,4 +1,4 @@
-"""TrackingNet training chunks as a TFDS builder (spec §4.3).
+"""TrackingNet training chunks as a TFDS builder (docs/training.md#training-data).
 
 Root (manual dir) holds ``TRAIN_{s}/anno/{video}.txt`` (comma x,y,w,h per frame; its line count is the length) and
 ``TRAIN_{s}/frames/{video}/{i}.jpg`` (0-based). Only the human-annotated frames are visible: index % 30 == 0 and
