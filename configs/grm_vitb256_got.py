@@ -16,7 +16,8 @@ def get_config(arg=None):
     c.train.epochs = 100
     c.train.lr_drop_epoch = 80
     c.test.epoch = 100
-    # TEST.HYPER: this yaml sets every dataset to 0 (argmax selection).
+    # TEST.HYPER: this yaml has no HYPER section, so every dataset takes the default 0 of the official
+    # lib/config/grm/config.py (argmax selection).
     for key in c.test.hyper:
         c.test.hyper[key] = 0.0
     return c

@@ -2,7 +2,8 @@
 
 Root (manual dir) holds ``annotations/instances_train2017.json`` and ``images/train2017/{file_name}``. Every
 annotation with ``iscrowd == 0`` is a sequence of one frame: its image and its ``bbox`` (x, y, w, h);
-visible = w > 0 and h > 0 (official rule) and a readable image. No size filter (the official sampler applies none).
+visible = w > 0 and h > 0 and a readable image. (The official ``MSCOCOSeq.get_sequence_info`` marks w > 50 and
+h > 50; the sampler ignores visibility for one-frame sequences, so either rule samples the same annotations.)
 
 Sequences are ordered by image, then annotation id; each image's bytes are stored once, in the record of its first
 annotation, and the other annotations of that image point at it through ``image_record``.
