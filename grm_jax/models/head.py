@@ -72,7 +72,8 @@ class BatchNorm(nn.Module):
 
 
 class CenterHead(nn.Module):
-    """The official ``CenterPredictor`` (``lib/models/layers/head.py``): per branch conv1..conv4 (3×3, pad 1, BN, ReLU; C → c → c/2 → c/4 → c/8), conv5 1×1.
+    """The official ``CenterPredictor`` (``lib/models/layers/head.py``): per branch conv1..conv4 (3×3, pad 1, BN,
+    ReLU; C → c → c/2 → c/4 → c/8), conv5 1×1.
 
     score = clamp(sigmoid(ctr), 1e-4, 1−1e-4); size = clamp(sigmoid(size), 1e-4, 1−1e-4); offset raw.
     """
