@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.optimizer = "adamw"
     c.train.lr = 4e-4
     c.train.backbone_multiplier = 0.1
+    c.train.divide_multiplier = 1.0  # the division MLPs' rate = lr × this (official: 1, they train at lr)
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -207,13 +208,14 @@ def _check_number(value, key: str, minimum: float, strict: bool = False) -> None
 def _validate_train(config: ml_collections.ConfigDict) -> None:
     """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
     t, d = config.train, config.data
-    for key, minimum in (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 1), ("lr_max_drops", 0),
-                         ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1),
-                         ("log_every_steps", 1), ("seed", 0)):
+    integers = (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 1), ("lr_max_drops", 0),
+                ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1), ("log_every_steps", 1),
+                ("seed", 0))
+    for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
-    for key, strict in (("lr", True), ("backbone_multiplier", True), ("weight_decay", False),
-                        ("grad_clip_norm", False), ("giou_weight", False), ("l1_weight", False),
-                        ("focal_weight", False)):
+    numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),
+               ("grad_clip_norm", False), ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
+    for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")

@@ -79,7 +79,7 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 def learning_rates(config, steps_per_epoch: int) -> dict:
     """Schedules per group (``unused`` has none)."""
     t = config.train
-    base = {"head": t.lr, "backbone": t.lr * t.backbone_multiplier, "divide": t.lr}
+    base = {"head": t.lr, "backbone": t.lr * t.backbone_multiplier, "divide": t.lr * t.divide_multiplier}
     return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops)
             for name, lr in base.items()}
 
