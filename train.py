@@ -41,6 +41,8 @@ def main(argv):
     if "eval" in out and "scores" in out["eval"]:
         scores = out["eval"]["scores"]
         print(f"\n{config.eval.dataset}: " + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()))
+        if "comparison" in out["eval"]:
+            print("\n" + out["eval"]["comparison"])
         print(f"report: {out['eval']['report']}")
 
 

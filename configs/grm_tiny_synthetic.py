@@ -36,4 +36,5 @@ def get_config(arg=None):
     c.train.log_every_steps = 20
     c.train.checkpoint_every_steps = 320
     c.eval.after_training = True
+    c.eval.baselines = True  # the untrained model and the first box beside the trained tracker; division stats
     return c

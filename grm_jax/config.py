@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 8  # sequences tracked together
     c.eval.crop = "host"  # "host" (OpenCV, exact) or "device"
     c.eval.max_sequences = 0  # 0: all
+    c.eval.baselines = False  # also score the untrained model and the first box; division statistics
 
     c.test = ml_collections.ConfigDict()
     c.test.template_factor = 2.0

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from grm_jax.evaluate import provenance, report, results
+from grm_jax.evaluate import division, provenance, report, results
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.models import build_model
 from grm_jax.track.tracker import BatchTracker, TrackerParams, track_sequences
@@ -200,3 +200,39 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     return dict(scores=written["summaries"][0].scores, report=written["markdown"], results_dir=str(results_dir),
                 threshold=params.threshold, record=record, rejected=rejected,
                 plots={k: v for k, v in written.items() if k not in ("markdown", "summaries")})
+
+
+def evaluate_with_baselines(config, variables, initial_variables, dataset: str, data_dir, results_root, *,
+                            step: int | None = None, checkpoint=None, **kwargs) -> dict:
+    """:func:`evaluate` of ``variables`` with the division statistics of :mod:`grm_jax.evaluate.division`, next to
+    two baselines on the same sequences: the untrained model (``initial_variables``, same config) and the tracker
+    that keeps the first box. Results go to ``results_root/{dataset}``, ``{dataset}_untrained`` and
+    ``{dataset}_first_box``. Returns the trained evaluation's dict plus ``baselines`` ({name: scores}) and
+    ``division`` (:meth:`DivisionStats.summary` rows)."""
+    results_root = pathlib.Path(results_root)
+    stats = division.DivisionStats(config.test.search_factor, config.test.search_size, config.model.patch_size)
+    out = evaluate(config, variables, dataset, data_dir, results_root / dataset, on_frame=stats,
+                   on_mismatch="retrack", step=step, checkpoint=checkpoint, **kwargs)
+    untrained = evaluate(config, initial_variables, dataset, data_dir, results_root / f"{dataset}_untrained",
+                         on_mismatch="retrack", step=0, **kwargs)
+    sequences, _ = load_sequences(config, dataset, data_dir)
+    if kwargs.get("max_sequences"):
+        sequences = sequences[:kwargs["max_sequences"]]
+    sequences = [s for s in sequences if not initial_box_problem(s)]
+    first_dir = results_root / f"{dataset}_first_box"
+    division.keep_first_box(sequences, dataset, first_dir)
+    first = report.write_report([str(first_dir)], sequences, str(first_dir), dataset, names=["first box"])
+    out["baselines"] = {"untrained": untrained.get("scores", {}),
+                        "first box": first["summaries"][0].scores}
+    out["division"] = stats.summary()
+    return out
+
+
+def format_comparison(out: dict, label: str) -> str:
+    """A Markdown table of the trained tracker's scores and the baselines', and the division statistics."""
+    keys = ["AUC", "P@20", "NP@0.20", "OP50", "OP75"]
+    lines = ["| tracker | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, scores in [(label, out["scores"])] + list(out["baselines"].items()):
+        lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.1f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n\n" + division.format_division(out["division"])
+

@@ -7,6 +7,7 @@ import pathlib
 
 import ml_collections
 
+from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.loop import train
 
 
@@ -46,14 +47,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     out = {"train": result.history[-1] if result.history else {}, "workdir": str(workdir),
            "preempted": result.preempted, "step": int(result.state["step"])}
     if config.eval.after_training and not result.preempted:
-        from grm_jax.evaluate.run import evaluate
+        from grm_jax.evaluate.run import evaluate, evaluate_with_baselines, format_comparison
 
         variables = {"params": result.state["params"], "batch_stats": result.state["batch_stats"]}
         # The folder belongs to this workdir, whose model changes with every run: old results are tracked again.
-        evaluation = evaluate(config, variables, config.eval.dataset, config.data.data_dir,
-                              workdir / "results" / config.eval.dataset, batch_size=config.eval.batch_size,
-                              crop=config.eval.crop, max_sequences=config.eval.max_sequences or None,
-                              on_mismatch="retrack", checkpoint=workdir, step=int(result.state["step"]))
+        common = dict(batch_size=config.eval.batch_size, crop=config.eval.crop,
+                      max_sequences=config.eval.max_sequences or None, checkpoint=workdir,
+                      step=int(result.state["step"]))
+        if config.eval.baselines:
+            model = build_model(config)
+            initial = host_init(model, *example_inputs(config), seed=config.train.seed)
+            evaluation = evaluate_with_baselines(config, variables, initial, config.eval.dataset,
+                                                 config.data.data_dir, workdir / "results", **common)
+            evaluation["comparison"] = format_comparison(evaluation, f"trained (step {common['step']})")
+            (workdir / "results" / f"comparison_{config.eval.dataset}.md").write_text(
+                evaluation["comparison"] + "\n")
+        else:
+            evaluation = evaluate(config, variables, config.eval.dataset, config.data.data_dir,
+                                  workdir / "results" / config.eval.dataset, on_mismatch="retrack", **common)
         out["eval"] = evaluation
         for problem in evaluation["rejected"]:
             print(f"warning: not tracked: {problem}")
