@@ -59,8 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_workers = 16
     c.data.data_dir = "data/tfds"  # prepared (TFDS array_record) datasets
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
+    # max_distractors .. exit_probability: grm_jax.data.synthetic.Difficulty (the defaults are the hard case).
     c.data.synthetic = ml_collections.ConfigDict(
-        dict(num_train=200, num_val=20, seed=0, min_length=50, max_length=300))
+        dict(num_train=200, num_val=20, seed=0, min_length=50, max_length=300, max_distractors=3,
+             distractor_palette="target", max_occlusions=2, exit_probability=0.5))
     c.data.template = ml_collections.ConfigDict(
         dict(factor=2.0, size=c.model.get_ref("template_size"), center_jitter=0.0, scale_jitter=0.0))
     c.data.search = ml_collections.ConfigDict(

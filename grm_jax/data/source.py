@@ -134,7 +134,8 @@ class MemorySource:
 
     @classmethod
     def synthetic(cls, num_sequences: int, seed: int = 0, min_length: int = 50, max_length: int = 300,
-                  height: int = 240, width: int = 320, jpeg_quality: int | None = 90) -> MemorySource:
+                  height: int = 240, width: int = 320, jpeg_quality: int | None = 90,
+                  difficulty: synthetic.Difficulty = synthetic.Difficulty()) -> MemorySource:
         """``num_sequences`` sequences of ``grm_jax.data.synthetic`` — the same ones as the ``train`` split of the
         ``synthetic_tracking`` builder with this seed and these sizes. Frames are kept JPEG-encoded unless
         ``jpeg_quality`` is None (raw arrays: exact pixels, ~70 MB per 300-frame 320×240 sequence)."""
@@ -143,7 +144,7 @@ class MemorySource:
             s = synthetic.split_sequence_seed(seed, "train", k)
             frames, boxes, visible = synthetic.generate_sequence(s, synthetic.sequence_length(s, min_length,
                                                                                               max_length),
-                                                                 height, width)
+                                                                 height, width, difficulty)
             if jpeg_quality is not None:
                 frames = [encode_jpeg(f, jpeg_quality) for f in frames]
             sequences.append((frames, boxes, visible))

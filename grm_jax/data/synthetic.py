@@ -130,11 +130,43 @@ def _new_mover(rng, width, height, size_lo, size_hi) -> _Mover:
                   log_w0=np.log(w), log_h0=np.log(h))
 
 
-def generate_sequence(seed: int, length: int, height: int = 240, width: int = 320):
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+    """What makes a sequence hard, as upper bounds on the default draws. The defaults draw exactly what
+    :func:`generate_sequence` always drew (1–3 distractors in the target's palette, 0–2 occlusions, an exit in about
+    half of the sequences); smaller values remove the extra distractors / occlusions after drawing them, so the
+    target's texture and size and the background stay those of the default sequence (its motion does not: the
+    distractors draw from the same motion stream).
+
+    ``distractor_palette``: ``"target"`` (distractors coloured like the target: the hard case) or ``"own"`` (a
+    palette of their own, drawn from a separate stream).
+    """
+
+    max_distractors: int = 3
+    distractor_palette: str = "target"
+    max_occlusions: int = 2
+    exit_probability: float = 0.5
+
+    def __post_init__(self):
+        if self.distractor_palette not in ("target", "own"):
+            raise ValueError(f"distractor_palette = {self.distractor_palette!r} is not 'target' or 'own'")
+        if self.max_distractors < 0 or self.max_occlusions < 0 or not 0.0 <= self.exit_probability <= 1.0:
+            raise ValueError(f"{self}: counts must be >= 0 and exit_probability in [0, 1]")
+
+    def tag(self) -> str:
+        """'' for the defaults, else a short name of the settings (for dataset names)."""
+        if self == Difficulty():
+            return ""
+        palette = "o" if self.distractor_palette == "own" else "t"
+        return f"_d{self.max_distractors}{palette}o{self.max_occlusions}e{self.exit_probability:g}"
+
+
+def generate_sequence(seed: int, length: int, height: int = 240, width: int = 320,
+                      difficulty: Difficulty = Difficulty()):
     """A deterministic tracking sequence: ``(frames uint8 (T,H,W,3) RGB, boxes (T,4) float64 x,y,w,h, visible (T,))``.
 
-    The same ``(seed, length, height, width)`` always gives the same arrays. The box of frame t is the integer
-    rectangle the target was drawn into (it may extend past the image border); visible[t] is False when that
+    The same ``(seed, length, height, width, difficulty)`` always gives the same arrays. The box of frame t is the
+    integer rectangle the target was drawn into (it may extend past the image border); visible[t] is False when that
     rectangle is entirely outside the image or entirely covered by the occluder. Frame 0 always shows the target.
     """
     if length < 1:
@@ -147,14 +179,18 @@ def generate_sequence(seed: int, length: int, height: int = 240, width: int = 32
     target = _new_mover(rng, width, height, 0.1 * short, 0.3 * short)
 
     n_distractors = int(rng.integers(1, 4))
-    distractor_tex = [blocky_texture(rng, 64, 64, palette, block=int(rng.integers(6, 16)))
+    distractor_palette = palette if difficulty.distractor_palette == "target" else random_palette(_rng(seed, 2), 6)
+    distractor_tex = [blocky_texture(rng, 64, 64, distractor_palette, block=int(rng.integers(6, 16)))
                       for _ in range(n_distractors)]
     distractors = [_new_mover(rng, width, height, 0.1 * short, 0.3 * short) for _ in range(n_distractors)]
+    distractor_tex = distractor_tex[:difficulty.max_distractors]
+    distractors = distractors[:difficulty.max_distractors]
     occluder_tex = blocky_texture(rng, 64, 64, random_palette(rng, 4), block=int(rng.integers(4, 12)))
 
     # Episodes, drawn up front: one exit (leave the frame, come back) in about half of the sequences, and a few
     # occlusions (the occluder slides across the target over `duration` frames).
-    exit_start = int(rng.integers(length // 4, max(length // 2, length // 4 + 1))) if rng.random() < 0.5 else -1
+    exit_start = (int(rng.integers(length // 4, max(length // 2, length // 4 + 1)))
+                  if rng.random() < difficulty.exit_probability else -1)
     exit_dir = rng.normal(size=2)
     exit_dir /= np.linalg.norm(exit_dir) + 1e-9
     exit_out_frames = int(rng.integers(5, 25))
@@ -163,6 +199,7 @@ def generate_sequence(seed: int, length: int, height: int = 240, width: int = 32
         start = int(rng.integers(1, max(length - 10, 2)))
         occlusions.append((start, int(rng.integers(10, 40)), float(rng.uniform(1.2, 2.2)), rng.random() < 0.5,
                            float(rng.choice([-1.0, 1.0]))))
+    occlusions = occlusions[:difficulty.max_occlusions]
 
     frames = np.empty((length, height, width, 3), np.uint8)
     boxes = np.empty((length, 4), np.float64)

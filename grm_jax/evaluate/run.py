@@ -61,10 +61,13 @@ def load_sequences(config, dataset: str, data_dir, sequence_list=None):
 
 
 def synthetic_builder_config(config):
-    from grm_jax.data.datasets import synthetic_config
+    """The ``synthetic_tracking`` builder config of ``config.data.synthetic``."""
+    from grm_jax.data.datasets import synthetic_config  # imports TFDS: only where the synthetic set is used
+    from grm_jax.data.synthetic import Difficulty
 
     s = config.data.synthetic
-    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length)
+    difficulty = Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability)
+    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty)
 
 
 def load_checkpoint_variables(path, config, config_given: bool = True) -> dict:

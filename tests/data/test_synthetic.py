@@ -104,3 +104,15 @@ def test_generation_is_fast():
     start = time.perf_counter()
     synthetic.generate_sequence(5, 300)
     assert time.perf_counter() - start < 5.0
+
+
+def test_difficulty_bounds_what_a_sequence_holds():
+    easy = synthetic.Difficulty(max_distractors=0, distractor_palette="own", max_occlusions=0, exit_probability=0.0)
+    for seed in range(6):
+        frames, boxes, visible = synthetic.generate_sequence(seed, 60, 120, 160, easy)
+        assert visible.all(), seed  # no occluder, no exit
+        default = synthetic.generate_sequence(seed, 60, 120, 160)
+        np.testing.assert_array_equal(boxes[0], default[1][0])  # same target, same first box
+    assert easy.tag() == "_d0oo0e0" and synthetic.Difficulty().tag() == ""
+    with pytest.raises(ValueError, match="distractor_palette"):
+        synthetic.Difficulty(distractor_palette="blue")

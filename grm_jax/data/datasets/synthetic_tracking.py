@@ -30,14 +30,17 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     height: int = 240
     width: int = 320
     jpeg_quality: int = 90
+    difficulty: synthetic.Difficulty = synthetic.Difficulty()
 
 
 def synthetic_config(num_train: int, num_val: int, seed: int = 0, min_length: int = 50, max_length: int = 300,
-                     height: int = 240, width: int = 320) -> SyntheticConfig:
-    """A config named after its parameters, e.g. ``n8-2_s0_l50-300_240x320``."""
-    name = f"n{num_train}-{num_val}_s{seed}_l{min_length}-{max_length}_{height}x{width}"
+                     height: int = 240, width: int = 320,
+                     difficulty: synthetic.Difficulty = synthetic.Difficulty()) -> SyntheticConfig:
+    """A config named after its parameters, e.g. ``n8-2_s0_l50-300_240x320`` (+ ``Difficulty.tag()`` when not
+    the default, e.g. ``_d1oo0e0``)."""
+    name = f"n{num_train}-{num_val}_s{seed}_l{min_length}-{max_length}_{height}x{width}{difficulty.tag()}"
     return SyntheticConfig(name=name, num_train=num_train, num_val=num_val, seed=seed, min_length=min_length,
-                           max_length=max_length, height=height, width=width)
+                           max_length=max_length, height=height, width=width, difficulty=difficulty)
 
 
 class SyntheticTracking(TrackingBuilder):
@@ -69,7 +72,8 @@ class SyntheticTracking(TrackingBuilder):
     def _frame_bytes(self, spec, frames):
         """Generate the sequence, fill in its boxes and visibility, JPEG-encode the requested frames."""
         c = self.builder_config
-        images, boxes, visible = synthetic.generate_sequence(spec.payload, len(spec), c.height, c.width)
+        images, boxes, visible = synthetic.generate_sequence(spec.payload, len(spec), c.height, c.width,
+                                                             c.difficulty)
         spec.boxes[:] = boxes
         spec.flags[:] = visible
         return [(encode_jpeg(images[t], c.jpeg_quality), None) for t in frames]
