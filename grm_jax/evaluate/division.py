@@ -70,13 +70,14 @@ class DivisionStats:
 
     def summary(self) -> list[dict]:
         """Per division layer: the fraction of search tokens that interact, inside and outside the target, and
-        inside / outside (``inf`` when no outside token interacts)."""
+        inside / outside (``inf`` when only inside tokens interact, ``nan`` when none does)."""
         rows = []
         for layer, (n_in, i_in, n_out, i_out) in enumerate(self.counts if self.counts is not None else [], 1):
             rate_in = i_in / n_in if n_in else float("nan")
             rate_out = i_out / n_out if n_out else float("nan")
+            ratio = rate_in / rate_out if rate_out else (float("inf") if rate_in else float("nan"))
             rows.append(dict(layer=layer, interact=(i_in + i_out) / (n_in + n_out), inside=rate_in,
-                             outside=rate_out, ratio=rate_in / rate_out if rate_out else float("inf")))
+                             outside=rate_out, ratio=ratio))
         return rows
 
 

@@ -49,3 +49,12 @@ def test_keep_first_box_repeats_the_first_box(tmp_path):
     seq = types.SimpleNamespace(name="s", gt=np.array([[1.0, 2.0, 3.0, 4.0], [5, 6, 7, 8]]), frames=["a", "b", "c"])
     division.keep_first_box([seq], "otb", tmp_path)
     assert (tmp_path / "s.txt").read_text() == "1,2,3,4\n" * 3
+
+
+def test_a_layer_where_nothing_interacts_has_no_ratio():
+    stats = division.DivisionStats(search_factor=4.0, search_size=64, patch_size=16)
+    seq = types.SimpleNamespace(name="s", gt=np.array([[40.0, 40.0, 16.0, 16.0]] * 2))
+    stats(seq, 0, None, seq.gt[0], {})
+    stats(seq, 1, None, seq.gt[1], {"decisions": np.zeros((1, 16), np.int8)})
+    (row,) = stats.summary()
+    assert row["interact"] == 0 and np.isnan(row["ratio"])

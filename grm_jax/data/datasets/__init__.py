@@ -10,6 +10,8 @@ downloaded). The layout of the prepared data is described in :mod:`grm_jax.data.
 
 from __future__ import annotations
 
+from absl import logging as absl_logging
+
 from grm_jax.data.datasets.coco17 import Coco17
 from grm_jax.data.datasets.common import INDEX_FILE, REPORT_FILE, TrackingBuilder, prepare
 from grm_jax.data.datasets.got10k import Got10k
@@ -44,7 +46,20 @@ def make_builder(name: str, data_dir, **kwargs) -> TrackingBuilder:
                        f"{sorted(CONFIG_DATASETS)}")
     if config:
         kwargs.setdefault("config", config)
+    _quiet_custom_config_warning()
     return BUILDERS[builder_name](data_dir=str(data_dir), file_format="array_record", **kwargs)
+
+
+def _custom_config_notice(record) -> bool:
+    return "Using custom data configuration" not in record.getMessage()
+
+
+def _quiet_custom_config_warning() -> None:
+    """TFDS warns 'Using custom data configuration ...' for every builder made from a config object, which is how
+    every builder here is made; the filter drops that one message from absl's logger (installed once)."""
+    logger = absl_logging.get_absl_logger()
+    if _custom_config_notice not in logger.filters:
+        logger.addFilter(_custom_config_notice)
 
 
 def prepare_dataset(name: str, root, data_dir, **kwargs) -> TrackingBuilder:
