@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from grm_jax.config import base_config
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory is missing, empty or cannot be restored (message names the path)."""
@@ -29,7 +31,11 @@ def _to_json(config: ml_collections.ConfigDict) -> dict:
 
 
 def config_from_json(data: dict) -> ml_collections.ConfigDict:
-    """Inverse of the JSON record: lists back to tuples (configs hold tuples), locked like ``base_config()``."""
+    """Inverse of the JSON record: lists back to tuples (configs hold tuples), locked like ``base_config()``.
+
+    Keys that ``base_config()`` has and the record lacks (a checkpoint written before they existed) take their
+    defaults, which are the behaviour that checkpoint was made with.
+    """
 
     def tuples(value):
         if isinstance(value, dict):
@@ -38,7 +44,17 @@ def config_from_json(data: dict) -> ml_collections.ConfigDict:
             return tuple(tuples(v) for v in value)
         return value
 
-    config = ml_collections.ConfigDict(tuples(data))
+    def merged(defaults, recorded):
+        out = dict(recorded)
+        for key, value in defaults.items():
+            if key not in out:
+                out[key] = value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = merged(value, out[key])
+        return out
+
+    defaults = tuples(json.loads(base_config().to_json_best_effort()))
+    config = ml_collections.ConfigDict(merged(defaults, tuples(data)))
     config.lock()
     return config
 

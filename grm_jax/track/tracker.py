@@ -47,6 +47,7 @@ class TrackerParams:
     search_size: int = 256
     threshold: float = 0.0
     crop: str = "host"  # "host" (exact) or "device"
+    hann_window: bool = True  # the official score penalty; False only to measure what it does (diagnostics)
 
     @classmethod
     def from_config(cls, config, dataset: str | None = None, crop: str = "host",
@@ -186,7 +187,8 @@ class BatchTracker:
                              f"{model.template_size}/{model.search_size}")
         if p.crop not in ("host", "device"):
             raise ValueError(f"crop = {p.crop!r} is not 'host' or 'device'")
-        window = hann2d(p.search_size // model.patch_size)
+        grid = p.search_size // model.patch_size
+        window = hann2d(grid) if p.hann_window else np.ones((grid, grid), np.float32)
         self.network = make_network_step(model, window, maps)
         self.device_step = self.device_template = None
         if p.crop == "device":
