@@ -25,14 +25,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import jax_utils  # noqa: E402
 
 from forward import model_dtype, precision_scope  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.models import build_model  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
-from grm_jax.train.step import AXIS, make_train_step  # noqa: E402
+from grm_jax.train.parallel import PmapRunner  # noqa: E402
 
 
 def peak_memory_mb() -> float:
@@ -51,9 +50,8 @@ def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
     model = build_model(config)
     state = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
     optimizer = make_optimizer(config, state.params, 100)
-    step = jax.pmap(make_train_step(model, optimizer, config, 100), axis_name=AXIS)
-    state = jax_utils.replicate(state)
-    key = jax_utils.replicate(jax.random.PRNGKey(0))
+    runner = PmapRunner(model, optimizer, config, 100, jax.local_devices())  # train.py's pmap path
+    state, key = runner.place_state(state), runner.place_key(jax.random.PRNGKey(0))
     m = config.model
     rng = np.random.default_rng(0)
     grid = (m.template_size // m.patch_size) ** 2
@@ -62,13 +60,13 @@ def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
                 template_mask=np.ones((n, batch, grid), np.float32),
                 search_anno=np.tile(np.float32([0.3, 0.3, 0.25, 0.3]), (n, batch, 1)))
     start = time.perf_counter()
-    state, metrics = step(state, data, key)
+    state, metrics = runner(state, data, key)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        state, metrics = step(state, data, key)
+        state, metrics = runner(state, data, key)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -42,15 +41,23 @@ class PmapRunner:
         self.devices = devices
         self.step_fn = jax.pmap(make_train_step(model, optimizer, config, steps_per_epoch), axis_name=AXIS,
                                 devices=devices)
+        # pmap returns arrays sharded as NamedSharding(mesh over the devices, P('batch')); inputs placed any other
+        # way (jax_utils.replicate gives a PmapSharding) make the second call compile the step again (10 s for the
+        # tiny GRM on 2 CPU cores), so the state and key are placed exactly as the step returns them.
+        self.sharding = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), P(AXIS))
+
+    def _stacked(self, trees: list):
+        return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees),
+                              self.sharding)
 
     def place_state(self, state):
-        return jax_utils.replicate(state, self.devices)
+        return self._stacked([state] * len(self.devices))
 
     def place_per_device(self, trees: list):
-        return jax.device_put_sharded(trees, self.devices)
+        return self._stacked(trees)
 
     def place_key(self, key):
-        return jax_utils.replicate(key, self.devices)
+        return self._stacked([key] * len(self.devices))
 
     def first_replica(self, tree):
         """Device 0's values (leaves carry a leading device axis)."""

@@ -39,7 +39,7 @@ def test_dry_run_measures_every_part(tmp_path):
     assert [(r["batch"], r["path"]) for r in rows["tracker"]] == [
         (b, f"tracker, {c} crop") for b in (1, 2) for c in ("host", "device")]
     assert all(r["fps"] > 0 for r in rows["tracker"])
-    assert [(r["batch"], r["dtype"]) for r in rows["train"]] == [(2, "bfloat16")]
+    assert [(r["batch"], r["dtype"]) for r in rows["train"]] == [(2, "float32")]
     markdown = (tmp_path / "accelerator.md").read_text()
     for header in ("| config | B | attention | dtype | compile s | first call s | median ms |",
                    "| config | model | path | B | median ms/step | frames/s | bare forward ms | overhead |",
