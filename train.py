@@ -12,6 +12,7 @@ import jax
 from absl import app, flags, logging
 
 from grm_jax import cli, compilation_cache
+from grm_jax.train import distributed
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM
 
@@ -30,8 +31,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every step at INFO
     config = _CONFIG.value
     validate(config)
-    if config.train.distributed:
-        jax.distributed.initialize()
+    distributed.initialize(config)  # config.train.distributed: join the other processes first
     print(f"devices: {jax.devices()} (process {jax.process_index()} of {jax.process_count()})")
     out = train_and_evaluate(config, _WORKDIR.value)
     if out["preempted"]:

@@ -92,7 +92,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_last = 5  # the official run keeps the last 5 epochs ...
     c.train.keep_every_epochs = 100  # ... and every 100th
     c.train.log_every_steps = 50
-    c.train.distributed = False  # call jax.distributed.initialize() (several hosts)
+    c.train.distributed = False  # several processes: jax.distributed.initialize() (grm_jax/train/distributed.py)
+    c.train.coordinator_address = ""  # HOST:PORT of process 0; "" = detected (TPU pods, SLURM, ...)
+    c.train.num_processes = 0  # 0 = detected
+    c.train.process_id = -1  # -1 = detected
 
     c.eval = ml_collections.ConfigDict()
     c.eval.after_training = False  # train.py evaluates the final checkpoint on eval.dataset
@@ -225,6 +228,13 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")
     if t.parallel == "shard_map" and not t.sync_batch_stats:
         raise ValueError("config.train.parallel = 'shard_map' needs config.train.sync_batch_stats = True")
+    _check_int(t.num_processes, "train.num_processes", 0)
+    _check_int(t.process_id, "train.process_id", -1)
+    if t.num_processes and t.process_id >= t.num_processes:
+        raise ValueError(f"config.train.process_id = {t.process_id} must be < config.train.num_processes = "
+                         f"{t.num_processes}")
+    if t.coordinator_address and ":" not in t.coordinator_address:
+        raise ValueError(f"config.train.coordinator_address = {t.coordinator_address!r} is not HOST:PORT")
     _check_int(d.sample_per_epoch, "data.sample_per_epoch", 1)
     _check_int(d.num_workers, "data.num_workers", 0)
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)

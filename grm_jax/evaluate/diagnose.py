@@ -6,9 +6,15 @@ Modes: ``free-running`` (the tracker as evaluated: each search crop is cut aroun
 ``re-centred`` (each crop is cut around the previous frame's ground truth, so a frame's error cannot carry into the
 next: what the model does on training-style pairs from these sequences); each with and without the Hann window;
 and two trackers without a model: the previous frame's ground truth, and the first box kept. Per mode: AUC, the
-median centre error in pixels, and the median size error |log(predicted area / true area)| (0.69 = a factor of 2),
-over the frames where the target is visible. The gap between re-centred and free-running is drift; between
-re-centred and the previous ground truth, the model's own localisation error.
+median centre error in pixels, the median size error |log(predicted area / true area)| (0.69 = a factor of 2) and
+its signed median (> 0: boxes too large), over the frames where the target is visible. The gap between re-centred
+and free-running is drift; between re-centred and the previous ground truth, the model's own localisation error.
+
+Scale response (``re-centred, crop ×s``): each crop is cut around the previous ground truth scaled by ``s`` about
+its centre, so the target fills 1/s of its usual share of the crop. A model that measures the target's size
+predicts the same area at every ``s`` (signed log area ratio ≈ 0); a model that has only learned "the target fills
+a quarter of the crop" predicts ``s²`` times the area (signed ratio ≈ 2·log s = ±0.58 for s = 4/3, 3/4), and in
+free-running tracking its size error then compounds from frame to frame.
 """
 
 from __future__ import annotations
@@ -23,29 +29,38 @@ from grm_jax.models import build_model
 from grm_jax.track.tracker import BatchTracker, TrackerParams
 
 MODES = ("free-running", "free-running, no Hann window", "re-centred", "re-centred, no Hann window")
+CROP_SCALES = (0.75, 4 / 3)  # the scale-response modes: "re-centred, crop ×0.75" and "re-centred, crop ×1.33"
 
 
-def track(model, variables, params: TrackerParams, frames, gt: np.ndarray, recentre: bool) -> np.ndarray:
-    """Boxes of one sequence (row 0 = the first ground-truth box); ``recentre``: every crop around gt[t−1]."""
+def scaled_box(box: np.ndarray, s: float) -> np.ndarray:
+    """(x, y, w, h) scaled by ``s`` about its centre: (cx − s·w/2, cy − s·h/2, s·w, s·h)."""
+    x, y, w, h = np.asarray(box, np.float64)
+    return np.array([x + w / 2 - s * w / 2, y + h / 2 - s * h / 2, s * w, s * h])
+
+
+def track(model, variables, params: TrackerParams, frames, gt: np.ndarray, recentre: bool,
+          crop_scale: float = 1.0) -> np.ndarray:
+    """Boxes of one sequence (row 0 = the first ground-truth box); ``recentre``: every crop around gt[t−1]
+    (scaled by ``crop_scale`` about its centre)."""
     tracker = BatchTracker(model, variables, params, batch_size=1, maps=False)
     tracker.initialize(0, frames(0), gt[0])
     boxes = [np.asarray(gt[0], np.float64)]
     for t in range(1, len(gt)):
         if recentre and np.all(np.isfinite(gt[t - 1])) and gt[t - 1][2] > 0 and gt[t - 1][3] > 0:
-            tracker.state[0] = gt[t - 1]
+            tracker.state[0] = scaled_box(gt[t - 1], crop_scale)
         state, _ = tracker.track([frames(t)])
         boxes.append(state[0].copy())
     return np.stack(boxes)
 
 
 def errors(pred: np.ndarray, gt: np.ndarray, visible) -> tuple[np.ndarray, np.ndarray]:
-    """Centre distance (px) and |log(area ratio)| on the visible frames after frame 0."""
+    """Centre distance (px) and log(predicted area / true area) (signed) on the visible frames after frame 0."""
     keep = np.ones(len(gt), bool) if visible is None else np.asarray(visible, bool)
     keep[0] = False
     keep &= np.all(np.isfinite(gt), axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0)
     p, g = pred[keep], gt[keep]
     centre = np.linalg.norm((p[:, :2] + p[:, 2:] / 2) - (g[:, :2] + g[:, 2:] / 2), axis=1)
-    size = np.abs(np.log(np.maximum(p[:, 2] * p[:, 3], 1e-9) / (g[:, 2] * g[:, 3])))
+    size = np.log(np.maximum(p[:, 2] * p[:, 3], 1e-9) / (g[:, 2] * g[:, 3]))
     return centre, size
 
 
@@ -58,6 +73,10 @@ def diagnose(config, variables, sequences, read_frame) -> list[dict]:
         params = TrackerParams(**{**base.__dict__, "hann_window": "no Hann" not in mode})
         predictions[mode] = [track(model, variables, params, lambda t, s=s: read_frame(s.frames[t]), s.gt,
                                    recentre=mode.startswith("re-centred")) for s in sequences]
+    for scale in CROP_SCALES:
+        predictions[f"re-centred, crop ×{scale:.2f}"] = [
+            track(model, variables, base, lambda t, s=s: read_frame(s.frames[t]), s.gt, recentre=True,
+                  crop_scale=scale) for s in sequences]
     predictions["previous ground truth"] = [np.concatenate([s.gt[:1], s.gt[:-1]]) for s in sequences]
     predictions["first box"] = [np.repeat(s.gt[:1], len(s.gt), axis=0) for s in sequences]
     rows = []
@@ -67,13 +86,15 @@ def diagnose(config, variables, sequences, read_frame) -> list[dict]:
         centre, size = (np.concatenate(v) for v in zip(*(errors(p, s.gt, s.visible)
                                                         for p, s in zip(preds, sequences))))
         rows.append(dict(mode=mode, auc=metrics.summary(per_seq)["auc"], centre_px=float(np.median(centre)),
-                         size=float(np.median(size))))
+                         size=float(np.median(np.abs(size))), size_signed=float(np.median(size))))
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = ["| mode | AUC | median centre error px | median abs log area ratio |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['mode']} | {r['auc']:.1f} | {r['centre_px']:.1f} | {r['size']:.2f} |" for r in rows]
+    lines = ["| mode | AUC | median centre error px | median abs log area ratio | median log area ratio |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['mode']} | {r['auc']:.1f} | {r['centre_px']:.1f} | {r['size']:.2f} | {r['size_signed']:+.2f} |"
+              for r in rows]
     return "\n".join(lines)
 
 

@@ -159,7 +159,7 @@ def host_init(model: GRM, *inputs, seed: int = 0) -> dict:
     rounding. Falls back to the default device where no CPU backend is configured (``JAX_PLATFORMS``).
     """
     try:
-        cpu = jax.devices("cpu")[0]
+        cpu = jax.local_devices(backend="cpu")[0]  # this process's (jax.devices lists every process's)
     except RuntimeError:
         cpu = None
     with jax.default_device(cpu) if cpu is not None else contextlib.nullcontext():

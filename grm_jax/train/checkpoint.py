@@ -8,10 +8,15 @@ directory directly)::
 
 Saves are atomic (Orbax writes to a temporary directory and renames). Restoring walks back from the latest step
 when a checkpoint is damaged, reporting each one it skips and moving it aside to ``<step>.damaged-<time>``.
+
+On several processes every process calls :func:`save` and :func:`restore_latest` with the same tree of global
+arrays (Orbax's multi-host protocol): each process writes and reads only the shards it holds (a replicated array
+is written once), and no host gathers the state.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import time
@@ -34,10 +39,17 @@ def make_manager(workdir, config: ml_collections.ConfigDict, steps_per_epoch: in
     return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
 
 
+def _step_of(tree: dict) -> int:
+    step = tree["step"]
+    if isinstance(step, jax.Array):  # a replicated global array: this process's copy
+        return int(np.asarray(step.addressable_shards[0].data))
+    return int(step)
+
+
 def save(manager: ocp.CheckpointManager, state_tree: dict, config: ml_collections.ConfigDict) -> None:
-    """Save ``state_tree`` (host NumPy pytree) at its ``step``; overwrites nothing that is already final."""
-    step = int(state_tree["step"])
-    tree = jax.tree_util.tree_map(np.asarray, state_tree)
+    """Save ``state_tree`` (global arrays, or host NumPy on one process) at its ``step``; every process calls it."""
+    step = _step_of(state_tree)
+    tree = jax.tree_util.tree_map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), state_tree)
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                config=ocp.args.JsonSave(_to_json(config))), force=True)
     manager.wait_until_finished()
@@ -82,8 +94,12 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict) -> tuple[dict |
         except Exception as err:  # a truncated or half-deleted checkpoint raises from deep inside Orbax
             silence_closed_loop_callbacks()
             damaged = manager.directory / str(step)
-            kept = damaged.with_name(f"{step}.damaged-{int(time.time())}")
-            damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
+            # Named by the damaged folder's own time, which every process reads the same before process 0 moves it.
+            kept = damaged.with_name(f"{step}.damaged-{int(os.stat(str(damaged)).st_mtime)}")
+            ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_named")
+            if jax.process_index() == 0:
+                damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
+            ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_moved")
             cause = " ".join(str(err).split())
             warnings.append(f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {cause}); moved to "
                             f"{kept.name}; trying the previous one")

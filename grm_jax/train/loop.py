@@ -63,19 +63,55 @@ def init_train_state(config, model, optimizer_factory) -> TrainState:
     return create_state(params, batch_stats, optimizer_factory(params))
 
 
-def _host_tree(runner, state: TrainState, per_device_stats: bool) -> dict:
-    """Device-0 copy of the replicated state (+ every device's BatchNorm statistics when they differ)."""
+def _host_tree(runner, state: TrainState) -> dict:
+    """This process's first-device copy of the state (what :class:`TrainResult` returns)."""
     first = runner.first_replica(state)
-    tree = dict(step=np.asarray(first.step), params=first.params, batch_stats=first.batch_stats,
+    return dict(step=np.asarray(first.step), params=first.params, batch_stats=first.batch_stats,
                 opt_state=first.opt_state)
-    if per_device_stats:  # pmap only: each device's own BatchNorm statistics, for an exact resume
-        tree["batch_stats_per_device"] = jax.device_get(state.batch_stats)
-    return tree
 
 
+@jax.jit
 def _batch_summary(batch: dict) -> dict:
-    return {k: dict(mean=float(np.mean(v)), std=float(np.std(v)), min=float(np.min(v)), max=float(np.max(v)),
-                    finite=bool(np.all(np.isfinite(v)))) for k, v in batch.items()}
+    """Per input: mean, std, min, max and whether every value is finite, computed where the batch lies."""
+    return {k: dict(mean=jnp.mean(v), std=jnp.std(v), min=jnp.min(v), max=jnp.max(v), finite=jnp.all(jnp.isfinite(v)))
+            for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class _Window:
+    """The steps run since the last check: their metrics and input summaries, still on the devices.
+
+    Nothing is fetched per step: :meth:`check` fetches the window's losses at log and save steps (and at the end)
+    and raises :class:`NonFiniteLossError` naming the first non-finite step, so a NaN is never checkpointed.
+    """
+
+    runner: object
+    workdir: pathlib.Path
+    steps: list = dataclasses.field(default_factory=list)
+
+    def add(self, step: int, metrics, summary) -> None:
+        self.steps.append((step, metrics, summary))
+
+    def check(self) -> dict | None:
+        """The host metrics of the window's last step (None for an empty window); raises on a non-finite loss."""
+        if not self.steps:
+            return None
+        losses = [float(self.runner.first_replica(m["Ls/total"])) for _, m, _ in self.steps]
+        first, last = self.steps[0][0], self.steps[-1][0]
+        for (step, metrics, summary), loss in zip(self.steps, losses):
+            if not math.isfinite(loss):
+                path = self.workdir / f"nonfinite_step{step}.json"
+                batch = jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_shards[0].data).item()
+                                               if isinstance(x, jax.Array) else x, summary)
+                path.write_text(json.dumps(dict(step=step, checked_steps=[first, last],
+                                                metrics=_jsonable(self.runner.first_replica(metrics)), batch=batch),
+                                           indent=1, default=bool))
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step} (the first non-finite one of steps {first}-{last}, checked "
+                    f"after step {last}); batch statistics and metrics in {path}; no checkpoint written from it")
+        last_metrics = self.runner.first_replica(self.steps[-1][1])
+        self.steps.clear()
+        return last_metrics
 
 
 class _Preemption:
@@ -107,32 +143,30 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     devices = devices or jax.local_devices()
-    n = len(devices)
-    per_epoch = steps_per_epoch(config, n)
-    last_step = total_steps(config, n)
+    num_devices = len(devices) * jax.process_count()  # the global data-parallel axis
+    per_epoch = steps_per_epoch(config, num_devices)
+    last_step = total_steps(config, num_devices)
     t = config.train
     model = build_model(config, bn_axis_name=AXIS if t.sync_batch_stats else None)
     optimizer_factory = lambda params: make_optimizer(config, params, per_epoch)
     state = init_train_state(config, model, optimizer_factory)
     optimizer = optimizer_factory(state.params)
-    per_device_stats = n > 1 and not t.sync_batch_stats
+    per_device_stats = num_devices > 1 and not t.sync_batch_stats
     if t.parallel not in RUNNERS:
         raise ValueError(f"config.train.parallel = {t.parallel!r} is not one of {list(RUNNERS)}")
     runner = RUNNERS[t.parallel](model, optimizer, config, per_epoch, devices)
-    target = _host_tree(runner, runner.place_state(state), per_device_stats)
+    placed = runner.place_state(state)
+    target = runner.global_state(placed, per_device_stats)
 
     manager = ckpt.make_manager(workdir, config, per_epoch)
     restored, warnings = ckpt.restore_latest(manager, target)
     for message in warnings:
         print(f"warning: {message}")
     if restored is not None:
-        state = TrainState(step=jnp.asarray(restored["step"]), params=restored["params"],
-                           batch_stats=restored["batch_stats"], opt_state=restored["opt_state"])
-        print(f"resuming from step {int(restored['step'])} ({manager.directory})")
-    state = runner.place_state(state)
-    if restored is not None and per_device_stats:
-        state = state.replace(batch_stats=runner.place_per_device(
-            [jax.tree_util.tree_map(lambda x, i=i: x[i], restored["batch_stats_per_device"]) for i in range(n)]))
+        state = runner.local_state(restored, TrainState)
+        print(f"resuming from step {int(runner.first_replica(state.step))} ({manager.directory})")
+    else:
+        state = placed
     seed_key = runner.place_key(jax.random.PRNGKey(t.seed))
     start = int(runner.first_replica(state.step))
     is_main = jax.process_index() == 0
@@ -141,40 +175,45 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     batches = make_batches(start)
     bar = tqdm(total=last_step, initial=start, desc="train", disable=not (progress and is_main), unit="step")
     window_start, window_samples = time.perf_counter(), 0
+    window = _Window(runner, workdir)
+    in_flight = None  # the previous step's metrics: at most one step runs while the host prepares the next
+    batch = runner.place_batch(next(batches)) if start < last_step else None
     with _Preemption() as preemption:
         for step in range(start, last_step):
-            batch = next(batches)
-            state, metrics = runner(state, batch, seed_key)
-            metrics = runner.first_replica(metrics)
-            window_samples += config.train.batch_size * n * jax.process_count()
-            if not math.isfinite(float(metrics["Ls/total"])):
-                path = workdir / f"nonfinite_step{step}.json"
-                path.write_text(json.dumps(dict(step=step, metrics=_jsonable(metrics),
-                                                batch=_batch_summary(batch)), indent=1))
-                raise NonFiniteLossError(f"loss is {float(metrics['Ls/total'])} at step {step}; batch statistics "
-                                         f"and metrics in {path}; no checkpoint written for this step")
+            state, metrics = runner(state, batch, seed_key)  # dispatched; runs while the host goes on
+            window.add(step, metrics, _batch_summary(batch))
+            window_samples += config.train.batch_size * num_devices
             done = step + 1
+            # The next batch is read and put on the devices while this step runs.
+            batch = runner.place_batch(next(batches)) if done < last_step else None
+            if in_flight is not None:
+                jax.block_until_ready(in_flight)
+            in_flight = metrics
             bar.update(1)
-            if done % t.log_every_steps == 0 or done == last_step:
-                elapsed = time.perf_counter() - window_start
-                record = dict(step=done, epoch=done / per_epoch, samples_per_s=window_samples / elapsed,
-                              **_jsonable(metrics))
-                history.append(record)
-                window_start, window_samples = time.perf_counter(), 0
-                bar.set_postfix(loss=f"{record['Ls/total']:.3f}", iou=f"{record['IoU']:.3f}")
-                if writer is not None:
-                    _write_record(workdir, writer, record)
-            if done % t.checkpoint_every_steps == 0 or done == last_step or preemption.requested:
-                if is_main:
-                    ckpt.save(manager, _host_tree(runner, state, per_device_stats), config)
-            if preemption.requested:
+            stop = preemption.requested
+            log_now = done % t.log_every_steps == 0 or done == last_step
+            save_now = done % t.checkpoint_every_steps == 0 or done == last_step or stop
+            if log_now or save_now:
+                latest = window.check()  # raises on a non-finite loss: nothing of it is logged or saved
+                if log_now:
+                    elapsed = time.perf_counter() - window_start
+                    record = dict(step=done, epoch=done / per_epoch, samples_per_s=window_samples / elapsed,
+                                  **_jsonable(latest))
+                    history.append(record)
+                    window_start, window_samples = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{record['Ls/total']:.3f}", iou=f"{record['IoU']:.3f}")
+                    if writer is not None:
+                        _write_record(workdir, writer, record)
+            if save_now:
+                ckpt.save(manager, runner.global_state(state, per_device_stats), config)  # every process
+            if stop:
                 print(f"SIGTERM: saved step {done}; stopping")
                 break
     bar.close()
     if writer is not None:
         writer.close()
     manager.close()
-    return TrainResult(state=_host_tree(runner, state, per_device_stats), history=history, workdir=workdir,
+    return TrainResult(state=_host_tree(runner, state), history=history, workdir=workdir,
                        preempted=preemption.requested)
 
 

@@ -1,8 +1,10 @@
 """Runs a tiny training in its own process (fake CPU devices need XLA_FLAGS before jax starts).
 
 usage: python tests/train/train_driver.py WORKDIR MAX_STEPS NUM_DEVICES [--sync] [--nan_at STEP] [--ckpt_every N]
-                                         [--parallel pmap|shard_map]
-Writes WORKDIR/result.npz with the final parameters and the per-step losses.
+                                         [--parallel pmap|shard_map] [--droppath RATE]
+                                         [--coordinator HOST:PORT --num_processes P --process_id I]
+NUM_DEVICES is per process. Writes WORKDIR/result.npz (process 0) with the final parameters, the per-step losses,
+and WORKDIR/samples_<process>.npy: the global sample indices this process fed, per step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
 from grm_jax.config import load_config_file  # noqa: E402
+from grm_jax.data.pipeline import host_sample_indices  # noqa: E402
+from grm_jax.train import distributed  # noqa: E402
 from grm_jax.train.loop import train  # noqa: E402
 
 GLOBAL_BATCH = 4
@@ -46,12 +50,23 @@ def main():
     parser.add_argument("--nan_at", type=int, default=None)
     parser.add_argument("--ckpt_every", type=int, default=2)
     parser.add_argument("--parallel", default="pmap")
+    parser.add_argument("--droppath", type=float, default=0.0)
+    parser.add_argument("--coordinator", default="")
+    parser.add_argument("--num_processes", type=int, default=1)
+    parser.add_argument("--process_id", type=int, default=0)
     args = parser.parse_args()
+    config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
+    if args.coordinator:
+        config.train.distributed = True
+        config.train.coordinator_address = args.coordinator
+        config.train.num_processes = args.num_processes
+        config.train.process_id = args.process_id
+        distributed.initialize(config)
     devices = jax.local_devices()[: args.num_devices]
     assert len(devices) == args.num_devices, jax.local_devices()
-    config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
-    config.model.drop_path_rate = 0.0  # DropPath masks are per device; the Gumbel noise is per sample
-    config.train.batch_size = GLOBAL_BATCH // args.num_devices
+    config.model.drop_path_rate = args.droppath
+    per_device = GLOBAL_BATCH // (args.num_devices * args.num_processes)
+    config.train.batch_size = per_device
     config.train.max_steps = args.max_steps
     config.train.sync_batch_stats = args.sync
     config.train.parallel = args.parallel
@@ -59,14 +74,22 @@ def main():
     config.train.checkpoint_every_steps = args.ckpt_every
     config.data.sample_per_epoch = 8
 
+    fed = []
+
     def make_batches(start):
         step = start
         while True:
+            # This process's rows of the global batch, chosen as the real input pipeline chooses its samples.
+            rows = host_sample_indices(step, per_device, len(devices), jax.process_index(), jax.process_count())
+            fed.append(rows)
             batch = global_batch(step, args.nan_at)
-            yield {k: v.reshape((len(devices), -1) + v.shape[1:]) for k, v in batch.items()}
+            yield {k: v[rows - step * GLOBAL_BATCH] for k, v in batch.items()}
             step += 1
 
     result = train(config, args.workdir, make_batches, devices=devices, progress=False)
+    np.save(pathlib.Path(args.workdir) / f"samples_{jax.process_index()}.npy", np.stack(fed))
+    if jax.process_index() != 0:
+        return
     flat = traverse_util.flatten_dict(result.state["params"], sep="/")
     np.savez(pathlib.Path(args.workdir) / "result.npz",
              losses=np.array([h["Ls/total"] for h in result.history]),

@@ -1,0 +1,43 @@
+"""Several training processes (hosts) as one JAX system: ``config.train.distributed``.
+
+Every process runs the same ``train.py`` command with its own ``process_id``; ``jax.distributed.initialize`` joins
+them through the coordinator (process 0's ``HOST:PORT``), after which ``jax.devices()`` lists every process's
+devices and collectives (pmap's ``pmean``, jit over a global mesh) span all of them. Where the cluster describes
+itself (TPU pod slices, SLURM, Open MPI) the three settings may be left unset and JAX detects them. On CPU the
+cross-process collectives are gloo's (switched on here; the setting does nothing on GPU or TPU).
+
+Orbax's barriers between the processes (before and after each checkpoint) go through the distributed client's
+key-value store rather than a device collective: they then carry a timeout, and they work on CPU, where JAX's
+collective-based barrier (``multihost_utils.sync_global_devices``) fails on gloo with "Fetching value for
+`jax.Array` that spans non-addressable devices" (jax 0.10.2, orbax-checkpoint 0.12.8).
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import orbax.checkpoint  # noqa: F401  (defines the barrier flag set below)
+from absl import flags
+
+
+def initialize_kwargs(train: ml_collections.ConfigDict) -> dict:
+    """The ``jax.distributed.initialize`` arguments that the config sets (unset ones are left to detection)."""
+    kwargs = {}
+    if train.coordinator_address:
+        kwargs["coordinator_address"] = train.coordinator_address
+    if train.num_processes:
+        kwargs["num_processes"] = int(train.num_processes)
+    if train.process_id >= 0:
+        kwargs["process_id"] = int(train.process_id)
+    return kwargs
+
+
+def initialize(config: ml_collections.ConfigDict) -> None:
+    """Join the other processes when ``config.train.distributed``; nothing otherwise. Call before any JAX work."""
+    if not config.train.distributed:
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not flags.FLAGS.is_parsed():  # outside an absl app (tests, scripts): the defaults, so the flag can be read
+        flags.FLAGS.mark_as_parsed()
+    flags.FLAGS["experimental_orbax_use_distributed_barrier"].value = True  # defined by orbax.checkpoint
+    jax.distributed.initialize(**initialize_kwargs(config.train))
