@@ -10,6 +10,10 @@ or an official ``.pth``/``.pth.tar``. Result files follow the official layout; f
 rerun if the results folder's record (``grm_jax_results.json``) shows the same weights, threshold, crop and config;
 otherwise eval.py stops and says what differs (``--retrack`` deletes those results and tracks again). The division
 threshold is the config's ``TEST.HYPER`` value for the dataset unless ``--threshold`` is given.
+
+On several hosts: the same command on every host with ``--config.train.distributed=True`` (and, where the cluster
+does not describe itself, ``--config.train.coordinator_address=HOST:PORT --config.train.num_processes=N
+--config.train.process_id=I``); each process tracks every N-th sequence and process 0 writes the report.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 
 from absl import app, flags, logging
 
-from grm_jax import cli, compilation_cache
+from grm_jax import cli, compilation_cache, distributed
 
 _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
@@ -65,6 +69,7 @@ def main(argv):
     from grm_jax.evaluate.run import evaluate, load_checkpoint_variables
 
     validate(config)
+    distributed.initialize(config)  # config.train.distributed: the processes share the sequences
     if _THRESHOLD.value is not None:
         check_threshold(_THRESHOLD.value, "--threshold")
     checkpoint = pathlib.Path(_CHECKPOINT.value)

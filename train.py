@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax
 from absl import app, flags, logging
 
-from grm_jax import cli, compilation_cache
-from grm_jax.train import distributed
+from grm_jax import cli, compilation_cache, distributed
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -87,8 +88,19 @@ def load_variables(directory, step: int | None = None) -> tuple[dict, ml_collect
         except Exception as err:  # Orbax raises many types for a damaged directory; name the path either way.
             raise CheckpointError(f"cannot restore checkpoint {directory / str(step)}: {err}") from err
     state = restored["state"]
-    variables = {name: state[name] for name in ("params", "batch_stats") if name in state}
+    variables = {name: jax.tree_util.tree_map(_process_local, state[name])
+                 for name in ("params", "batch_stats") if name in state}
     return variables, config_from_json(restored["config"])
+
+
+def _process_local(x):
+    """A restored leaf as an array this process can use: on several processes Orbax restores replicated arrays over
+    every process's devices, and this process's copy is its first shard."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if not x.is_fully_replicated:
+            raise CheckpointError(f"a model variable of shape {x.shape} is sharded across processes")
+        return x.addressable_shards[0].data
+    return x
 
 
 def _numpy_tree(tree):

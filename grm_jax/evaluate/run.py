@@ -11,9 +11,11 @@ import pathlib
 import time
 
 import cv2
+import jax
 import numpy as np
 from tqdm import tqdm
 
+from grm_jax import distributed
 from grm_jax.evaluate import division, provenance, report, results
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.models import build_model
@@ -41,7 +43,7 @@ def synthetic_benchmark(config, data_dir) -> tuple[list[Sequence], object]:
     from grm_jax.data.source import DatasetSource
 
     builder = make_builder("synthetic_tracking", data_dir, config=synthetic_builder_config(config))
-    prepare(builder, None)
+    distributed.main_first("grm_jax_prepare_synthetic_val", lambda: prepare(builder, None))  # shared disk: once
     source = DatasetSource(builder.data_dir, "val")
     sequences = []
     for i in range(source.num_sequences):
@@ -153,6 +155,11 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     Results of another run there raise :class:`~grm_jax.evaluate.provenance.StaleResultsError`, or with
     ``on_mismatch='retrack'`` are deleted and tracked again. A sequence whose first box is empty or not finite is
     not tracked nor scored; the others are, and ``out["rejected"]`` says which and why.
+
+    On several processes (:mod:`grm_jax.distributed`) each process tracks every P-th sequence of those to do,
+    and process 0 checks the record first and writes the report from all result files at the end (``results_dir``
+    must then be on a file system that every process sees, like the checkpoints); the others return without
+    scores (``out["note"]`` says so).
     """
     results_dir = pathlib.Path(results_dir)
     sequences, read = load_sequences(config, dataset, data_dir, sequence_list)
@@ -165,13 +172,17 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
     params = TrackerParams.from_config(config, dataset, crop=crop, threshold=threshold)
     record = provenance.make_record(config, variables, dataset=dataset, threshold=params.threshold, crop=crop,
                                     checkpoint=checkpoint, step=step)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    replaced = provenance.prepare(results_dir, record, on_mismatch)
-    if replaced:
-        print(f"results in {results_dir} were made by another run ({'; '.join(replaced)}): tracking again")
+    main = jax.process_index() == 0
+    if main:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        replaced = provenance.prepare(results_dir, record, on_mismatch)
+        if replaced:
+            print(f"results in {results_dir} were made by another run ({'; '.join(replaced)}): tracking again")
+    distributed.barrier(f"grm_jax_eval_prepared_{dataset}")  # every process sees the checked folder
     chosen = None if on_frame_sequences is None else set(on_frame_sequences)
     watched = set() if on_frame is None else {s.name for s in sequences if chosen is None or s.name in chosen}
-    todo = [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)]
+    todo = distributed.my_share(
+        [s for s in sequences if s.name in watched or not results.is_done(results_dir, s, dataset)])
     model = build_model(config)
     if todo:
         tracker = BatchTracker(model, variables, params, batch_size=min(batch_size, len(todo)), maps=bool(watched))
@@ -192,6 +203,10 @@ def evaluate(config, variables, dataset: str, data_dir, results_dir, *, batch_si
         track_sequences(tracker, [(s.frames, s.gt[0]) for s in todo], read_frame=read, on_done=done,
                         on_frame=frame_hook if watched else None)
         bar.close()
+    distributed.barrier(f"grm_jax_eval_tracked_{dataset}", timeout_s=24 * 3600)  # a benchmark can take hours
+    if not main:
+        return {"results_dir": str(results_dir), "record": record, "rejected": rejected,
+                "note": f"process {jax.process_index()} tracked {len(todo)} sequences; process 0 writes the report"}
     if dataset in ("got10k_test", "trackingnet"):  # no local ground truth: the benchmark's server scores
         names = [s.name for s in sequences]
         make = results.make_got10k_submission if dataset == "got10k_test" else results.make_trackingnet_submission

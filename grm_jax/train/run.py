@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import ml_collections
 
+from grm_jax import distributed
 from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.loop import train
 
@@ -26,7 +28,7 @@ def open_training_sources(config: ml_collections.ConfigDict) -> list:
         if name == "SYNTHETIC":
             builder = make_builder("synthetic_tracking", config.data.data_dir,
                                    config=synthetic_builder_config(config))
-            prepare(builder, None)
+            distributed.main_first("grm_jax_prepare_synthetic", lambda: prepare(builder, None))  # shared disk: once
             sources.append(DatasetSource(builder.data_dir, "train"))
         else:
             sources.append(DatasetSource.open(name, config.data.data_dir))
@@ -54,7 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         common = dict(batch_size=config.eval.batch_size, crop=config.eval.crop,
                       max_sequences=config.eval.max_sequences or None, checkpoint=workdir,
                       step=int(result.state["step"]))
-        if config.eval.baselines:
+        if config.eval.baselines and jax.process_count() == 1:
             model = build_model(config)
             initial = host_init(model, *example_inputs(config), seed=config.train.seed)
             evaluation = evaluate_with_baselines(config, variables, initial, config.eval.dataset,
@@ -66,6 +68,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             evaluation = evaluate(config, variables, config.eval.dataset, config.data.data_dir,
                                   workdir / "results" / config.eval.dataset, on_mismatch="retrack", **common)
         out["eval"] = evaluation
+        if jax.process_index() != 0:  # process 0 reports for all (grm_jax.evaluate.run.evaluate)
+            return out
         for problem in evaluation["rejected"]:
             print(f"warning: not tracked: {problem}")
         (workdir / "eval_summary.json").write_text(json.dumps(

@@ -7,6 +7,7 @@ coordinator on a free loopback port.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -153,3 +154,41 @@ def test_nan_stops_every_process_without_a_checkpoint_of_it(tmp_path):
         assert "NonFiniteLossError: loss is nan at step 3" in _log(tmp_path, i), _log(tmp_path, i)[-3000:]
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [1, 2, 3]  # steps 0..2 were saved; nothing from step 3 on
+
+
+def _start_entry_point(script, workdir, i, address, *args) -> subprocess.Popen:
+    log = open(pathlib.Path(workdir) / f"{script}.process{i}.log", "w")
+    flags = ["--config.train.distributed=True", f"--config.train.coordinator_address={address}",
+             "--config.train.num_processes=2", f"--config.train.process_id={i}"]
+    return subprocess.Popen([sys.executable, script, *args, *flags], cwd=ROOT, env=_env(2), stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_train_py_and_eval_py_on_two_processes(tmp_path):
+    """The user's commands on 2 hosts: train.py trains and evaluates, eval.py splits the sequences."""
+    data = [f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.synthetic.num_train=4",
+            "--config.data.synthetic.num_val=3", "--config.data.synthetic.max_length=60"]
+    run = tmp_path / "run"
+    run.mkdir()
+    address = f"127.0.0.1:{_free_port()}"
+    train = [_start_entry_point("train.py", run, i, address, "--workdir", str(run), "--config.train.batch_size=2",
+                                "--config.train.epochs=1", "--config.data.sample_per_epoch=32",
+                                "--config.train.log_every_steps=2", "--config.eval.baselines=False", *data)
+             for i in range(2)]
+    logs = lambda name: "".join((run / f"{name}.process{i}.log").read_text()[-3000:] for i in range(2))
+    assert _wait(train) == [0, 0], logs("train.py")
+    assert (run / "checkpoints" / "4").is_dir()  # 32 samples / (2 per device × 4 devices) = 4 steps
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]  # written once, by process 0
+    assert len(list((run / "results" / "synthetic").glob("synthetic-*.txt"))) == 3
+    assert "synthetic: AUC" in (run / "train.py.process0.log").read_text()
+
+    out = tmp_path / "eval"
+    address = f"127.0.0.1:{_free_port()}"
+    evals = [_start_entry_point("eval.py", run, i, address, "--checkpoint", str(run), "--results_dir", str(out),
+                                *data) for i in range(2)]
+    assert _wait(evals) == [0, 0], logs("eval.py")
+    assert len(list(out.glob("synthetic-*.txt"))) == 3 and (out / "report_synthetic.md").is_file()
+    assert "process 1 tracked 1 sequences" in (run / "eval.py.process1.log").read_text()  # of 3: 0 and 2 on process 0
+    assert "synthetic (threshold" in (run / "eval.py.process0.log").read_text()

@@ -1,6 +1,6 @@
-"""Several training processes (hosts) as one JAX system: ``config.train.distributed``.
+"""Several processes (hosts) as one JAX system: ``config.train.distributed``, read by ``train.py`` and ``eval.py``.
 
-Every process runs the same ``train.py`` command with its own ``process_id``; ``jax.distributed.initialize`` joins
+Every process runs the same command with its own ``process_id``; ``jax.distributed.initialize`` joins
 them through the coordinator (process 0's ``HOST:PORT``), after which ``jax.devices()`` lists every process's
 devices and collectives (pmap's ``pmean``, jit over a global mesh) span all of them. Where the cluster describes
 itself (TPU pod slices, SLURM, Open MPI) the three settings may be left unset and JAX detects them. On CPU the
@@ -41,3 +41,25 @@ def initialize(config: ml_collections.ConfigDict) -> None:
         flags.FLAGS.mark_as_parsed()
     flags.FLAGS["experimental_orbax_use_distributed_barrier"].value = True  # defined by orbax.checkpoint
     jax.distributed.initialize(**initialize_kwargs(config.train))
+
+
+def barrier(name: str, timeout_s: int = 600) -> None:
+    """Wait until every process has reached ``barrier(name)`` (at most ``timeout_s``); nothing on one process."""
+    if jax.process_count() > 1:
+        orbax.checkpoint.multihost.sync_global_processes(name, timeout=timeout_s)
+
+
+def my_share(items: list) -> list:
+    """This process's share of ``items`` for work split across processes: every P-th item from the process
+    index on (P = process count), so that long and short items spread evenly."""
+    return items[jax.process_index()::jax.process_count()]
+
+
+def main_first(name: str, fn) -> None:
+    """``fn()`` on process 0, then on the others once it has finished: for work on a shared disk that one process
+    must do and the others find done (preparing a dataset); just ``fn()`` on one process."""
+    if jax.process_index() == 0:
+        fn()
+    barrier(name, timeout_s=3600)
+    if jax.process_index() != 0:
+        fn()
