@@ -3,8 +3,11 @@
     python benchmarks/train_throughput.py                       # tiny at batch 2, 8, 32
     python benchmarks/train_throughput.py --configs grm_tiny,grm_vitb256 --batches 1,2 --steps 3
 
-Prints a Markdown table: config, per-device batch, devices, compile seconds, step ms (median), samples/s and the
-process's peak resident memory (CPU) or the device's peak bytes in use (GPU/TPU, from memory_stats()).
+Prints a Markdown table: config, per-device batch, devices, remat, compile seconds, step ms (median), samples/s,
+the process's peak resident memory so far (CPU; it only grows from row to row) or the device's peak bytes in use
+(GPU/TPU, from memory_stats()), the compiled step's temporary buffers (XLA's memory analysis: the activations
+kept for the backward pass and workspace) and, from the previous row of the same config, what one more sample per
+device adds to them. ``--remat none,block`` compares ``config.train.remat`` settings.
 ``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
@@ -42,10 +45,18 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
+def compiled_temp_mb(runner, state, data, key) -> float:
+    """The step program's temporary buffers (activations kept for the backward pass, workspace), from XLA's memory
+    analysis of the compiled program: what the batch adds per device, independent of the allocator."""
+    analysis = runner.step_fn.lower(state, data, key).compile().memory_analysis()
+    return getattr(analysis, "temp_size_in_bytes", float("nan")) / 2**20
+
+
+def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") -> dict:
     config = load_config_file(str(ROOT / "configs" / f"{name}.py"))
     config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
+    config.train.remat = remat
     n = jax.local_device_count()
     model = build_model(config)
     state = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
@@ -59,6 +70,7 @@ def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
                 search=rng.normal(size=(n, batch, m.search_size, m.search_size, 3)).astype(np.float32),
                 template_mask=np.ones((n, batch, grid), np.float32),
                 search_anno=np.tile(np.float32([0.3, 0.3, 0.25, 0.3]), (n, batch, 1)))
+    temp_mb = compiled_temp_mb(runner, state, data, key)
     start = time.perf_counter()
     state, metrics = runner(state, data, key)
     jax.block_until_ready(metrics)
@@ -70,8 +82,8 @@ def measure(name: str, batch: int, steps: int, dtype: str) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
-    return dict(config=name, batch=batch, devices=n, dtype=dtype, compile_s=compile_s, step_ms=1e3 * median,
-                samples_s=batch * n / median, peak_mb=peak_memory_mb())
+    return dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
+                step_ms=1e3 * median, samples_s=batch * n / median, peak_mb=peak_memory_mb(), temp_mb=temp_mb)
 
 
 def main():
@@ -80,19 +92,27 @@ def main():
     parser.add_argument("--batches", default="2,8,32")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
     parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
+    parser.add_argument("--remat", default="none", help="comma list of config.train.remat values: none, block")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args()
     rows = []
     print(f"devices: {jax.devices()}\n")
-    print("| config | batch/device | devices | dtype | compile s | step ms | samples/s | peak MB |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | peak MB | "
+          "temp MB | temp MB per added sample |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.configs.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            with precision_scope(args.dtype):
-                r = measure(name, batch, args.steps, args.dtype)
-            rows.append(r)
-            print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {r['compile_s']:.1f} | "
-                  f"{r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['peak_mb']:.0f} |", flush=True)
+        for remat in args.remat.split(","):
+            previous = None
+            for batch in (int(b) for b in args.batches.split(",")):
+                with precision_scope(args.dtype):
+                    r = measure(name, batch, args.steps, args.dtype, remat)
+                r["temp_mb_per_sample"] = (float("nan") if previous is None else
+                                           (r["temp_mb"] - previous["temp_mb"]) / (batch - previous["batch"]))
+                previous = r
+                rows.append(r)
+                print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {remat} | "
+                      f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['peak_mb']:.0f} | "
+                      f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |", flush=True)
 
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1, default=float))

@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.focal_weight = 1.0
     c.train.seed = 42
     c.train.sync_batch_stats = False  # official DDP: BatchNorm statistics per device
+    c.train.remat = "none"  # "block": keep only block outputs for the backward pass (less memory, more time)
     c.train.parallel = "pmap"  # or "shard_map" (jit + shard_map on a 1-D mesh; needs sync_batch_stats)
     c.train.init_checkpoint = ""  # Orbax dir (e.g. from `python -m grm_jax.convert init-backbone`); "" = fresh
     c.train.max_steps = 0  # 0: epochs × steps_per_epoch
@@ -226,6 +227,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")
+    _check_choice(t.remat, ("none", "block"), "train.remat")
     if t.parallel == "shard_map" and not t.sync_batch_stats:
         raise ValueError("config.train.parallel = 'shard_map' needs config.train.sync_batch_stats = True")
     _check_int(t.num_processes, "train.num_processes", 0)

@@ -50,6 +50,7 @@ class GRM(nn.Module):
     head_channels: int = 256
     bn_axis_name: str | None = None
     attention: str = "masked"  # or "fused" (inference only; see grm_jax/models/relation.py)
+    remat: bool = False  # per-block rematerialisation in training (config.train.remat = "block")
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -96,7 +97,7 @@ class GRM(nn.Module):
             qkv_bias=self.qkv_bias, patch_size=self.patch_size, pos_embed_grid=self.pos_embed_grid,
             template_grid=self.template_grid, search_grid=self.search_grid, drop_path_rate=self.drop_path_rate,
             tgt_type=self.tgt_type, divide_hidden=tuple(self.divide_hidden), attention=self.attention,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="backbone",
+            remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, name="backbone",
         )(template.astype(self.dtype), search.astype(self.dtype), template_mask, train=train,
           threshold=threshold, ratio=ratio, gumbel_noise=gumbel_noise)
 
@@ -126,7 +127,7 @@ def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = No
         patch_size=m.patch_size, pos_embed_grid=m.pos_embed_grid, template_size=m.template_size,
         search_size=m.search_size, drop_path_rate=m.drop_path_rate, tgt_type=m.tgt_type,
         divide_hidden=tuple(m.divide_hidden), head_channels=m.head_channels, bn_axis_name=bn_axis_name,
-        attention=m.attention, dtype=DTYPES[m.dtype],
+        attention=m.attention, remat=config.train.remat == "block", dtype=DTYPES[m.dtype],
     )
 
 

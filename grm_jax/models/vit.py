@@ -85,7 +85,7 @@ class Block(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
+    def __call__(self, x, template_mask=None, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
         norm = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
         drop = DropPath(self.drop_path)
         attn_out, aux = Attention(
@@ -138,6 +138,7 @@ class VisionTransformer(nn.Module):
     tgt_type: str = "allmax"
     divide_hidden: tuple[int, int] = (384, 192)
     attention: str = "masked"
+    remat: bool = False  # per-block rematerialisation: the backward pass recomputes each block from its input
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -157,13 +158,16 @@ class VisionTransformer(nn.Module):
         num_template = self.template_grid ** 2
 
         aux = []
+        # Rematerialised blocks keep only their inputs for the backward pass; train, threshold and ratio steer
+        # Python control flow, so they are static (argument positions 3-5, counting self).
+        block_type = nn.remat(Block, static_argnums=(3, 4, 5)) if self.remat else Block
         for i, rate in enumerate(drop_path_rates(self.drop_path_rate, self.depth)):
             noise = None if gumbel_noise is None or i == 0 else gumbel_noise[i - 1]
-            tokens, block_aux = Block(
+            tokens, block_aux = block_type(
                 dim=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=rate,
                 divide=i != 0, num_template=num_template, tgt_type=self.tgt_type, divide_hidden=self.divide_hidden,
                 attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name=f"blocks_{i}",
-            )(tokens, template_mask, train=train, threshold=threshold, ratio=ratio, gumbel_noise=noise)
+            )(tokens, template_mask, train, threshold, ratio, noise)
             if block_aux is not None:
                 aux.append(block_aux)
         tokens = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(tokens)

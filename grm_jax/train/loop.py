@@ -70,42 +70,41 @@ def _host_tree(runner, state: TrainState) -> dict:
                 opt_state=first.opt_state)
 
 
-@jax.jit
 def _batch_summary(batch: dict) -> dict:
-    """Per input: mean, std, min, max and whether every value is finite, computed where the batch lies."""
-    return {k: dict(mean=jnp.mean(v), std=jnp.std(v), min=jnp.min(v), max=jnp.max(v), finite=jnp.all(jnp.isfinite(v)))
-            for k, v in batch.items()}
+    return {k: dict(mean=float(np.mean(v)), std=float(np.std(v)), min=float(np.min(v)), max=float(np.max(v)),
+                    finite=bool(np.all(np.isfinite(v)))) for k, v in batch.items()}
 
 
 @dataclasses.dataclass
 class _Window:
-    """The steps run since the last check: their metrics and input summaries, still on the devices.
+    """The steps run since the last check, with their metrics still on the devices.
 
     Nothing is fetched per step: :meth:`check` fetches the window's losses at log and save steps (and at the end)
-    and raises :class:`NonFiniteLossError` naming the first non-finite step, so a NaN is never checkpointed.
+    and raises :class:`NonFiniteLossError` naming the first non-finite step, so a NaN is never checkpointed. The
+    batch of that step is read again for the report (a batch is a function of its step: ``make_batches(step)``).
     """
 
     runner: object
     workdir: pathlib.Path
+    make_batches: Callable
     steps: list = dataclasses.field(default_factory=list)
 
-    def add(self, step: int, metrics, summary) -> None:
-        self.steps.append((step, metrics, summary))
+    def add(self, step: int, metrics) -> None:
+        self.steps.append((step, metrics))
 
     def check(self) -> dict | None:
         """The host metrics of the window's last step (None for an empty window); raises on a non-finite loss."""
         if not self.steps:
             return None
-        losses = [float(self.runner.first_replica(m["Ls/total"])) for _, m, _ in self.steps]
+        losses = [float(self.runner.first_replica(m["Ls/total"])) for _, m in self.steps]
         first, last = self.steps[0][0], self.steps[-1][0]
-        for (step, metrics, summary), loss in zip(self.steps, losses):
+        for (step, metrics), loss in zip(self.steps, losses):
             if not math.isfinite(loss):
                 path = self.workdir / f"nonfinite_step{step}.json"
-                batch = jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_shards[0].data).item()
-                                               if isinstance(x, jax.Array) else x, summary)
+                batch = _batch_summary(next(self.make_batches(step)))  # this process's part of the batch
                 path.write_text(json.dumps(dict(step=step, checked_steps=[first, last],
                                                 metrics=_jsonable(self.runner.first_replica(metrics)), batch=batch),
-                                           indent=1, default=bool))
+                                           indent=1))
                 raise NonFiniteLossError(
                     f"loss is {loss} at step {step} (the first non-finite one of steps {first}-{last}, checked "
                     f"after step {last}); batch statistics and metrics in {path}; no checkpoint written from it")
@@ -175,13 +174,13 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     batches = make_batches(start)
     bar = tqdm(total=last_step, initial=start, desc="train", disable=not (progress and is_main), unit="step")
     window_start, window_samples = time.perf_counter(), 0
-    window = _Window(runner, workdir)
+    window = _Window(runner, workdir, make_batches)
     in_flight = None  # the previous step's metrics: at most one step runs while the host prepares the next
     batch = runner.place_batch(next(batches)) if start < last_step else None
     with _Preemption() as preemption:
         for step in range(start, last_step):
             state, metrics = runner(state, batch, seed_key)  # dispatched; runs while the host goes on
-            window.add(step, metrics, _batch_summary(batch))
+            window.add(step, metrics)
             window_samples += config.train.batch_size * num_devices
             done = step + 1
             # The next batch is read and put on the devices while this step runs.

@@ -107,6 +107,18 @@ def test_two_processes_train_as_one_process_with_four_devices(tmp_path):
     assert len((two / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_shard_map_runner_on_two_processes(tmp_path):
+    """The jit + shard_map runner over the global mesh (synchronised BatchNorm) gives the 1 × 4 training too."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    assert _run_two(two, 3, "--parallel", "shard_map", "--sync") == [0, 0], _log(two, 0)[-3000:]
+    single = _run_one(one, 3, 4, "--parallel", "shard_map", "--sync")
+    assert single.returncode == 0, single.stderr[-3000:]
+    np.testing.assert_allclose(np.load(two / "result.npz")["losses"], np.load(one / "result.npz")["losses"],
+                               rtol=1e-5)
+    assert _relative(_params(one), _params(two)) <= 1e-5  # float32 rounding (measured 1.4e-6)
+
+
 @pytest.mark.timeout(4 * TIMEOUT)
 def test_sigkill_of_one_process_then_restart_resumes_exactly(tmp_path):
     steps = 12
