@@ -109,6 +109,10 @@ def parts(dry_run: bool, python: str) -> list[Part]:
                                                "--attention", "masked,fused", "--dtypes", "bfloat16"]]),
         Part("forward_l320", 60, [forward + ["--configs", s["l320"], "--batches", s["l320_batches"],
                                               "--attention", "masked", "--dtypes", "tf32,bfloat16"]]),
+        # last: per-block rematerialisation's memory and time (on CPU it saves nothing; benchmarks/README.md)
+        Part("train_remat", 60, [py + [str(BENCH / "train_throughput.py"), "--configs", s["b256"], "--batches",
+                                       s["train_batches"], "--steps", str(s["steps"]), "--dtype", s["train_dtype"],
+                                       "--remat", "block", "--json", "{json}"]]),
     ]
 
 
@@ -224,10 +228,12 @@ def render_part(result: dict) -> list[str]:
         return table(["config", "model", "path", "B", "median ms/step", "frames/s", "bare forward ms", "overhead"],
                      [[r["config"], f"{r['attention']} {r['dtype']}", r["path"], r["batch"], f"{r['median']:.2f}",
                        f"{r['fps']:.0f}", f"{r['bare']:.2f}", f"{r['overhead']:+.1f} %"] for r in part_rows(result)])
-    if name == "train":
-        return table(["config", "batch/device", "devices", "dtype", "compile s", "step ms", "samples/s", "peak MB"],
-                     [[r["config"], r["batch"], r["devices"], r["dtype"], f"{r['compile_s']:.1f}",
-                       f"{r['step_ms']:.1f}", f"{r['samples_s']:.1f}", f"{r['peak_mb']:.0f}"]
+    if name.startswith("train"):
+        return table(["config", "batch/device", "devices", "dtype", "remat", "compile s", "step ms", "samples/s",
+                      "peak MB", "temp MB", "temp MB per added sample"],
+                     [[r["config"], r["batch"], r["devices"], r["dtype"], r.get("remat", "none"),
+                       f"{r['compile_s']:.1f}", f"{r['step_ms']:.1f}", f"{r['samples_s']:.1f}", f"{r['peak_mb']:.0f}",
+                       f"{r.get('temp_mb', float('nan')):.0f}", f"{r.get('temp_mb_per_sample', float('nan')):.0f}"]
                       for r in part_rows(result)])
     return []
 

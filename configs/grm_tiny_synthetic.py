@@ -4,7 +4,8 @@ Run:    make demo        (= python train.py; no flags needed)
 Then:   python eval.py   (re-evaluates runs/demo on the held-out synthetic sequences)
 
 Same model code as GRM-B/256 at toy size (embed 192, depth 4, 3 heads, template 64 px / search 128 px), trained
-from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split.
+from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split beside two
+baselines (the untrained model, keeping the first box).
 """
 
 from grm_jax.config import base_config, set_tiny_model
@@ -17,20 +18,25 @@ def get_config(arg=None):
     c.model.drop_path_rate = 0.0
     c.data.datasets = ("SYNTHETIC",)
     c.data.ratios = (1.0,)
+    # The data and recipe were chosen by measurement (README, "What the demo shows"): sequences without distractors,
+    # occluder or exits (each of those defeated a model trained for minutes), 24 training sequences (200 fit worse
+    # in the same steps), 8 held-out ones; search crops with a wide scale jitter, so that the model learns to
+    # measure the target's size instead of assuming it fills a quarter of the crop (scale jitter 0.25: the
+    # predicted size follows the crop to 85 %, and free-running tracks drift in size; 0.4: to 50 %).
     c.data.synthetic.num_train = 24
-    c.data.synthetic.num_val = 4
+    c.data.synthetic.num_val = 8
     c.data.synthetic.min_length = 50
     c.data.synthetic.max_length = 100
+    c.data.synthetic.max_distractors = 0
+    c.data.synthetic.max_occlusions = 0
+    c.data.synthetic.exit_probability = 0.0
     c.data.sample_per_epoch = 1280
-    # Gentler search jitter than the official 3 / 0.25: a from-scratch toy model learns to track in minutes with
-    # it (measured on the synthetic val split: AUC 10.2 vs 4.3 after 1,600 steps; 15.6 since the attention's einsum
-    # layout changed for speed: a from-scratch run follows float32 rounding, the parity tests did not move).
-    c.data.search.center_jitter = 1.0
-    c.data.search.scale_jitter = 0.15
+    c.data.search.center_jitter = 1.0  # official 3: a from-scratch toy model learns to track in minutes with less
+    c.data.search.scale_jitter = 0.4  # official 0.25
     c.data.num_workers = 0  # 2-core machine: in-process sampling is fastest (benchmarks/input_pipeline.py)
     c.train.batch_size = 8
-    c.train.epochs = 10
-    c.train.lr_drop_epoch = 8
+    c.train.epochs = 20  # 3,200 steps
+    c.train.lr_drop_epoch = 16
     c.train.lr = 1e-3
     c.train.backbone_multiplier = 1.0  # the backbone starts from scratch here
     c.train.log_every_steps = 20

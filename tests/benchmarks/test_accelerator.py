@@ -39,11 +39,14 @@ def test_dry_run_measures_every_part(tmp_path):
     assert [(r["batch"], r["path"]) for r in rows["tracker"]] == [
         (b, f"tracker, {c} crop") for b in (1, 2) for c in ("host", "device")]
     assert all(r["fps"] > 0 for r in rows["tracker"])
-    assert [(r["batch"], r["dtype"]) for r in rows["train"]] == [(2, "float32")]
+    assert [(r["batch"], r["dtype"], r["remat"]) for r in rows["train"]] == [(2, "float32", "none")]
+    assert [(r["batch"], r["remat"]) for r in rows["train_remat"]] == [(2, "block")]
+    assert all(r["temp_mb"] > 0 for r in rows["train"] + rows["train_remat"])
     markdown = (tmp_path / "accelerator.md").read_text()
     for header in ("| config | B | attention | dtype | compile s | first call s | median ms |",
                    "| config | model | path | B | median ms/step | frames/s | bare forward ms | overhead |",
-                   "| config | batch/device | devices | dtype | compile s | step ms | samples/s | peak MB |"):
+                   "| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | peak MB | "
+                   "temp MB | temp MB per added sample |"):
         assert header in markdown
 
 

@@ -92,8 +92,10 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     workdir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(DRIVER), str(workdir), str(steps), "1"], env=_env(1),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rng = np.random.default_rng()
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
     kill_after = int(rng.choice([2, 4, 6, 8]))  # a random checkpointed step to die after
+    print(f"kill point: after checkpoint {kill_after} (replay: np.random.default_rng({seed}))")
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if (workdir / "checkpoints" / str(kill_after)).exists():
