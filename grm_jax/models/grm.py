@@ -78,7 +78,7 @@ class GRM(nn.Module):
 
     @nn.compact
     def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, ratio=0.0,
-                 gumbel_noise=None):
+                 gumbel_noise=None, sample_ids=None):
         """Forward pass.
 
         Args:
@@ -90,6 +90,8 @@ class GRM(nn.Module):
             not recompile.
           ratio: inference top-K forcing ratio (never used by the official tracker).
           gumbel_noise: (L−1, B, Ns, 2) Gumbel sample to use in training instead of the ``gumbel`` RNG stream.
+          sample_ids: (B,) int, each sample's global index in the batch: DropPath draws sample i's masks from
+            it (default 0 … B−1), so that they do not depend on how the batch is split across devices.
         """
         self._check_inputs(template, search, template_mask, gumbel_noise)
         tokens, aux = VisionTransformer(
@@ -99,7 +101,7 @@ class GRM(nn.Module):
             tgt_type=self.tgt_type, divide_hidden=tuple(self.divide_hidden), attention=self.attention,
             remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, name="backbone",
         )(template.astype(self.dtype), search.astype(self.dtype), template_mask, train=train,
-          threshold=threshold, ratio=ratio, gumbel_noise=gumbel_noise)
+          threshold=threshold, ratio=ratio, gumbel_noise=gumbel_noise, sample_ids=sample_ids)
 
         batch, s = tokens.shape[0], self.search_grid
         feat = tokens[:, -s * s:].reshape(batch, s, s, self.embed_dim)  # token t → (t // S, t mod S)

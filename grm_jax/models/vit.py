@@ -39,18 +39,22 @@ def uniform_fan_in(fan_in: int):
 class DropPath(nn.Module):
     """Per-sample stochastic depth (timm, ``scale_by_keep``): x·Bernoulli(keep)/keep; identity outside training.
 
-    The mask comes from the ``droppath`` RNG stream; each call draws a fresh one.
+    Sample i's draw is ``bernoulli(fold_in(k, sample_ids[i]))`` with ``k`` this call's key from the ``droppath``
+    RNG stream (``sample_ids`` defaults to 0 … B−1). With the global sample index as id and a stream key that does
+    not depend on the device (grm_jax/train/step.py), a sample is dropped the same way on 1 device or on 4.
     """
 
     rate: float
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, sample_ids=None):
         if not train or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("droppath"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return x * (mask.astype(x.dtype) / keep)
+        key = self.make_rng("droppath")
+        ids = jnp.arange(x.shape[0]) if sample_ids is None else sample_ids
+        mask = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i), keep))(ids)
+        return x * (mask.reshape((x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype) / keep)
 
 
 class Mlp(nn.Module):
@@ -85,7 +89,8 @@ class Block(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, template_mask=None, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
+    def __call__(self, x, template_mask=None, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None,
+                 sample_ids=None):
         norm = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
         drop = DropPath(self.drop_path)
         attn_out, aux = Attention(
@@ -94,9 +99,9 @@ class Block(nn.Module):
             attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name="attn",
         )(nn.LayerNorm(name="norm1", **norm)(x), template_mask, train=train, threshold=threshold, ratio=ratio,
           gumbel_noise=gumbel_noise)
-        x = x + drop(attn_out, train)
+        x = x + drop(attn_out, train, sample_ids)
         mlp = Mlp(hidden=int(self.dim * self.mlp_ratio), dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")
-        x = x + drop(mlp(nn.LayerNorm(name="norm2", **norm)(x)), train)
+        x = x + drop(mlp(nn.LayerNorm(name="norm2", **norm)(x)), train, sample_ids)
         return x, aux
 
 
@@ -144,7 +149,7 @@ class VisionTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, ratio=0.0,
-                 gumbel_noise=None):
+                 gumbel_noise=None, sample_ids=None):
         d = self.embed_dim
         init = nn.initializers.normal(stddev=0.02)
         self.param("cls_token", init, (1, 1, d), self.param_dtype)
@@ -167,7 +172,7 @@ class VisionTransformer(nn.Module):
                 dim=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=rate,
                 divide=i != 0, num_template=num_template, tgt_type=self.tgt_type, divide_hidden=self.divide_hidden,
                 attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name=f"blocks_{i}",
-            )(tokens, template_mask, train, threshold, ratio, noise)
+            )(tokens, template_mask, train, threshold, ratio, noise, sample_ids)
             if block_aux is not None:
                 aux.append(block_aux)
         tokens = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(tokens)

@@ -45,10 +45,10 @@ def gumbel_noise(seed_key, step, sample_ids, num_layers: int, num_search: int):
     return jnp.transpose(jax.vmap(draw)(sample_ids), (1, 0, 2, 3))
 
 
-def droppath_rng(seed_key, step, device_index):
-    """DropPath masks of one device at one step: fold_in(fold_in(fold_in(key(seed), step), device), 1 << 20)."""
-    key = jax.random.fold_in(jax.random.fold_in(seed_key, step), device_index)
-    return jax.random.fold_in(key, 1 << 20)
+def droppath_rng(seed_key, step):
+    """The ``droppath`` stream of one step: fold_in(fold_in(key(seed), step), 1 << 20), the same on every device;
+    DropPath folds each sample's global index into its draws (grm_jax/models/vit.py ``DropPath``)."""
+    return jax.random.fold_in(jax.random.fold_in(seed_key, step), 1 << 20)
 
 
 def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: str | None = AXIS,
@@ -69,17 +69,19 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
     def train_step(state: TrainState, batch: dict, seed_key):
         device = jax.lax.axis_index(axis_name) if axis_name else 0
         local = batch["search"].shape[0]
+        sample_ids = device * local + jnp.arange(local)  # global indices: the draws follow samples, not devices
         if "gumbel_noise" in batch:
             noise = jnp.transpose(batch["gumbel_noise"], (1, 0, 2, 3))
         else:
-            noise = gumbel_noise(seed_key, state.step, device * local + jnp.arange(local), model.depth - 1,
+            noise = gumbel_noise(seed_key, state.step, sample_ids, model.depth - 1,
                                  (model.search_size // model.patch_size) ** 2)
-        rngs = {"droppath": droppath_rng(seed_key, state.step, device)}
+        rngs = {"droppath": droppath_rng(seed_key, state.step)}
 
         def loss_fn(params):
             out, new_state = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, batch["template"], batch["search"],
-                batch.get("template_mask"), train=True, gumbel_noise=noise, rngs=rngs, mutable=["batch_stats"])
+                batch.get("template_mask"), train=True, gumbel_noise=noise, sample_ids=sample_ids, rngs=rngs,
+                mutable=["batch_stats"])
             total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
                                             search_size=model.search_size, giou_weight=t.giou_weight,
                                             l1_weight=t.l1_weight, focal_weight=t.focal_weight)

@@ -289,7 +289,7 @@ def test_bfloat16_train_step_runs(tiny_outputs):
     @jax.jit
     def loss32(variables):
         out, _ = model32.apply(variables, z, x, mask, train=True, gumbel_noise=noise,
-                               rngs={"droppath": droppath_rng(key, 0, 0)}, mutable=["batch_stats"])
+                               rngs={"droppath": droppath_rng(key, 0)}, mutable=["batch_stats"])
         return losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
                                search_size=model.search_size)[0]
 

@@ -43,10 +43,11 @@ def _params(result):
 
 @pytest.mark.timeout(900)
 def test_one_device_equals_four_devices(tmp_path):
-    """Same global batch of 4 on 1 device (b=4) and on 4 fake devices (b=1), synchronised BatchNorm: equal."""
-    one = _run(tmp_path / "one", 5, 1, "--sync")
+    """Same global batch of 4 on 1 device (b=4) and on 4 fake devices (b=1), synchronised BatchNorm, DropPath on
+    (its masks and the Gumbel noise are keyed by the global sample index): equal."""
+    one = _run(tmp_path / "one", 5, 1, "--sync", "--droppath", "0.1")
     assert one.returncode == 0, one.stderr[-3000:]
-    four = _run(tmp_path / "four", 5, 4, "--sync")
+    four = _run(tmp_path / "four", 5, 4, "--sync", "--droppath", "0.1")
     assert four.returncode == 0, four.stderr[-3000:]
     a, b = _result(tmp_path / "one"), _result(tmp_path / "four")
     # Losses per step and parameters after 5 steps: float32 sums split differently across devices, 1e-5 relative.
