@@ -81,6 +81,8 @@ class PmapRunner(_Runner):
         # other way (jax_utils.replicate gives a PmapSharding) make the second call compile the step again (10 s
         # for the tiny GRM on 2 CPU cores), so the state, key and batches are placed exactly so.
         self.local = NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
+        self._first_device = jax.jit(lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree),
+                                     out_shardings=self.replicated)  # compiled once, used at every save
 
     def _stacked(self, trees: list):
         return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees),
@@ -112,8 +114,7 @@ class PmapRunner(_Runner):
             per_device = jax.tree_util.tree_map(self._sharded_from_local, state.batch_stats)
             tree["batch_stats_per_device"] = per_device
             # device 0's statistics, replicated (a broadcast of a few kB from the process that holds device 0)
-            tree["batch_stats"] = jax.jit(lambda t: jax.tree_util.tree_map(lambda x: x[0], t),
-                                          out_shardings=self.replicated)(per_device)
+            tree["batch_stats"] = self._first_device(per_device)
         else:
             tree["batch_stats"] = jax.tree_util.tree_map(replicate, state.batch_stats)
         return tree
