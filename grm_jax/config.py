@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_last = 5  # the official run keeps the last 5 epochs ...
     c.train.keep_every_epochs = 100  # ... and every 100th
     c.train.log_every_steps = 50
-    c.train.distributed = False  # several processes: jax.distributed.initialize() (grm_jax/train/distributed.py)
+    c.train.distributed = False  # several processes: jax.distributed.initialize() (grm_jax/distributed.py)
     c.train.coordinator_address = ""  # HOST:PORT of process 0; "" = detected (TPU pods, SLURM, ...)
     c.train.num_processes = 0  # 0 = detected
     c.train.process_id = -1  # -1 = detected

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
-import time
 
 import jax
 import ml_collections

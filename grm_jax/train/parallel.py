@@ -91,9 +91,6 @@ class PmapRunner(_Runner):
     def place_state(self, state):
         return self._stacked([state] * len(self.devices))
 
-    def place_per_device(self, trees: list):
-        return self._stacked(trees)
-
     def place_key(self, key):
         return self._stacked([key] * len(self.devices))
 
@@ -169,9 +166,6 @@ class ShardMapRunner(_Runner):
 
     def place_state(self, state):
         return jax.tree_util.tree_map(self._global_replicated, state)
-
-    def place_per_device(self, trees: list):
-        raise ValueError("shard_map runs keep synchronised (replicated) BatchNorm statistics")
 
     def place_key(self, key):
         return self._global_replicated(key)
