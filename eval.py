@@ -24,6 +24,11 @@ import sys
 from absl import app, flags, logging
 
 from grm_jax import cli, compilation_cache, distributed
+from grm_jax.checkpoints import load_checkpoint_variables
+from grm_jax.config import check_threshold, validate
+from grm_jax.evaluate import report
+from grm_jax.evaluate.run import evaluate, load_sequences
+from grm_jax.viz.video import OverlayRecorder
 
 _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
@@ -46,16 +51,13 @@ _ANALYZE = flags.DEFINE_bool("analyze_only", False, "only score existing result 
                              "DIR or NAME=DIR) and write the ranked report")
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     data_dir = _DATA_DIR.value or config.data.data_dir
     if _ANALYZE.value:
-        from grm_jax.evaluate import report
-        from grm_jax.evaluate.run import load_sequences
-
         sequences, _ = load_sequences(config, _DATASET.value, data_dir, _SEQUENCES.value)
         dirs, names = report.parse_result_dirs(argv[1:])
         out_dir = _RESULTS.value or pathlib.Path("runs") / "analysis" / _DATASET.value
@@ -65,9 +67,6 @@ def main(argv):
         return 0
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from grm_jax.config import check_threshold, validate
-    from grm_jax.evaluate.run import evaluate, load_checkpoint_variables
-
     validate(config)
     distributed.initialize(config)  # config.train.distributed: the processes share the sequences
     if _THRESHOLD.value is not None:
@@ -78,8 +77,6 @@ def main(argv):
         _DATASET.value
     recorder = None
     if _VIS_DIR.value:
-        from grm_jax.viz.video import OverlayRecorder
-
         recorder = OverlayRecorder(_VIS_DIR.value, config.model.patch_size, every=_VIS_EVERY.value)
     out = evaluate(config, variables, _DATASET.value, data_dir, results_dir,
                    batch_size=_BATCH.value or config.eval.batch_size, crop=_CROP.value or config.eval.crop,

@@ -35,8 +35,13 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags, logging
 from jax import export
 
+from grm_jax import cli
+from grm_jax.checkpoints import load_checkpoint_variables
+from grm_jax.config import check_threshold, validate
+from grm_jax.models import build_model
 from grm_jax.track.tracker import TrackerParams, device_template_fn, device_track_fn
 from grm_jax.track.window import hann2d
 
@@ -120,13 +125,8 @@ def _size(path: pathlib.Path) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
-def main(argv) -> int:
-    from absl import app, flags, logging
-
-    from grm_jax.config import check_threshold, validate
-    from grm_jax.evaluate.run import load_checkpoint_variables
-    from grm_jax.models import build_model
-
+def main(argv: list[str]) -> int:
+    """The command line (absl; run by :func:`grm_jax.cli.run` after :func:`define_flags`)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
@@ -149,11 +149,10 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from absl import flags
-
-    from grm_jax import cli
-
+def define_flags() -> None:
+    """The command line's absl flags: defined only when this module runs as the program, so that importing it as a
+    library (tests, notebooks) leaves absl's global flags to the program that imports it."""
+    global _CONFIG, _CHECKPOINT, _OUTPUT, _FRAME_SIZE, _DATASET, _THRESHOLD, _PLATFORMS
     _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
     _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / .pth")
     _OUTPUT = flags.DEFINE_string("output", None, "artefact folder (default: <checkpoint>/export)")
@@ -161,4 +160,8 @@ if __name__ == "__main__":
     _DATASET = flags.DEFINE_string("dataset", "synthetic", "dataset whose division threshold is the default")
     _THRESHOLD = flags.DEFINE_float("threshold", None, "default division threshold stored in meta.json")
     _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for")
+
+
+if __name__ == "__main__":
+    define_flags()
     cli.run(main)

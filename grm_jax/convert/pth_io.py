@@ -51,6 +51,7 @@ from typing import Any, Mapping
 import ml_dtypes
 import numpy as np
 
+from grm_jax.errors import CheckpointError
 from grm_jax.files import atomic_write_with
 
 __all__ = [
@@ -70,8 +71,8 @@ __all__ = [
 # Errors
 
 
-class CheckpointError(Exception):
-    """Base class of the errors raised while reading or writing checkpoint files."""
+# CheckpointError (grm_jax.errors) is the base class of the errors raised while reading or writing checkpoint files;
+# the Orbax checkpoints of grm_jax.checkpoints raise it too.
 
 
 class CheckpointFormatError(CheckpointError, ValueError):
@@ -648,7 +649,7 @@ def save_pth(obj: Any, path: str | os.PathLike) -> None:
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``safetensors.numpy.load_file``; unreadable files raise :class:`CheckpointFormatError`."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file  # here: reading .pth files does not need safetensors installed
 
     path = os.fspath(path)
     try:
@@ -663,7 +664,7 @@ def save_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
 
     A nested value (dict, list, …) or a non-string key raises ``TypeError`` naming the key.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save_file  # here: see load_safetensors
 
     path = os.fspath(path)
     flat = {}

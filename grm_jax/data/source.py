@@ -18,8 +18,14 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import tensorflow_datasets as tfds
 
 from grm_jax.data import synthetic
+from grm_jax.data.datasets import make_builder
+from grm_jax.data.records import INDEX_FILE, encode_jpeg
+
+__all__ = ["DatasetSource", "FrameUnavailableError", "MemorySource", "SequenceInfo", "decode_rgb", "encode_jpeg",
+           "open_sources"]
 
 
 class SequenceInfo(NamedTuple):
@@ -40,14 +46,6 @@ def decode_rgb(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """JPEG bytes of an RGB uint8 image (OpenCV encodes BGR, so the channels are swapped first)."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
 class DatasetSource:
     """A prepared dataset split (``grm_jax.data.datasets``): the sequence index in memory, frames read by index.
 
@@ -57,8 +55,6 @@ class DatasetSource:
     """
 
     def __init__(self, path, split: str = "train"):
-        from grm_jax.data.datasets.common import INDEX_FILE
-
         self.path = pathlib.Path(path)
         self.split = split
         index_file = self.path / INDEX_FILE.format(split=split)
@@ -77,8 +73,6 @@ class DatasetSource:
     @classmethod
     def open(cls, name: str, data_dir, split: str = "train") -> DatasetSource:
         """The prepared dataset ``name`` (``builder[/config]`` or a ``config.data.datasets`` name) in ``data_dir``."""
-        from grm_jax.data.datasets import make_builder
-
         builder = make_builder(name, data_dir)
         if not pathlib.Path(builder.data_dir).is_dir():
             raise FileNotFoundError(f"{name} is not prepared in {data_dir} (no {builder.data_dir}); prepare it with "
@@ -92,8 +86,6 @@ class DatasetSource:
 
     def _reader(self):
         if self._records is None:
-            import tensorflow_datasets as tfds
-
             self._records = tfds.builder_from_directory(os.fspath(self.path)).as_data_source(split=self.split)
         return self._records
 

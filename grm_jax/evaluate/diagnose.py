@@ -24,7 +24,9 @@ import sys
 
 import numpy as np
 
+from grm_jax import checkpoints
 from grm_jax.evaluate import metrics
+from grm_jax.evaluate.run import load_sequences
 from grm_jax.models import build_model
 from grm_jax.track.tracker import BatchTracker, TrackerParams
 
@@ -105,9 +107,6 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--data_dir", default=None, help="benchmark root (default: the config's data_dir)")
     args = parser.parse_args(argv)
-    from grm_jax import checkpoints
-    from grm_jax.evaluate.run import load_sequences
-
     try:
         variables, config = checkpoints.load_variables(f"{args.workdir}/checkpoints")
         sequences, read = load_sequences(config, args.dataset, args.data_dir or config.data.data_dir)

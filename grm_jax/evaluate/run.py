@@ -16,6 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from grm_jax import distributed
+from grm_jax.data.datasets import make_builder, prepare, synthetic_builder_config
+from grm_jax.data.source import DatasetSource
 from grm_jax.evaluate import division, provenance, report, results
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.models import build_model
@@ -39,9 +41,6 @@ def synthetic_benchmark(config, data_dir) -> tuple[list[Sequence], object]:
 
     Frames are (source, sequence, frame) references read through the returned source.
     """
-    from grm_jax.data.datasets import make_builder, prepare
-    from grm_jax.data.source import DatasetSource
-
     builder = make_builder("synthetic_tracking", data_dir, config=synthetic_builder_config(config))
     distributed.main_first("grm_jax_prepare_synthetic_val", lambda: prepare(builder, None))  # shared disk: once
     source = DatasetSource(builder.data_dir, "val")
@@ -60,72 +59,6 @@ def load_sequences(config, dataset: str, data_dir, sequence_list=None):
         sequences, source = synthetic_benchmark(config, data_dir)
         return sequences, lambda ref: source.frame(*ref)[0]
     return load_benchmark(dataset, data_dir, sequence_list), read_frame_rgb
-
-
-def synthetic_builder_config(config):
-    """The ``synthetic_tracking`` builder config of ``config.data.synthetic``."""
-    from grm_jax.data.datasets import synthetic_config  # imports TFDS: only where the synthetic set is used
-    from grm_jax.data.synthetic import Difficulty
-
-    s = config.data.synthetic
-    difficulty = Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability)
-    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty)
-
-
-def load_checkpoint_variables(path, config, config_given: bool = True) -> dict:
-    """Model variables from an official ``.pth``/``.pth.tar`` file (mapped with ``config``) or an Orbax directory
-    (a training workdir, its ``checkpoints/`` or a converted checkpoint; latest step).
-
-    An Orbax checkpoint records the config it was trained with. Where its ``config.model`` differs from
-    ``config.model``: with ``config_given=False`` (no ``--config`` on the command line) ``config.model`` takes the
-    checkpoint's values (in place); with ``config_given=True`` a ``ValueError`` names each difference.
-    """
-    from grm_jax import checkpoints
-
-    path = pathlib.Path(path)
-    if path.is_file():
-        from grm_jax.convert.official import official_to_variables
-
-        return official_to_variables(path, config)
-    for candidate in (path / "checkpoints", path):
-        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
-            variables, stored = checkpoints.load_variables(candidate)
-            adopt_model_config(config, stored, candidate, config_given)
-            return variables
-    raise FileNotFoundError(f"no checkpoint in {path} (expected an Orbax directory or a .pth file)")
-
-
-#: Model settings that do not change the weights: the run's own choice, never taken from a checkpoint.
-RUN_OPTIONS = ("attention", "dtype", "drop_path_rate", "pretrain_file")
-
-
-def model_config_differences(config, stored) -> dict:
-    """``{key: (config's value, stored value)}`` for the ``model`` keys (but :data:`RUN_OPTIONS`) where the two
-    configs differ."""
-    ours, theirs = config.model.to_dict(), stored.model.to_dict() if "model" in stored else {}
-    return {key: (ours.get(key), theirs[key]) for key in theirs
-            if key in ours and key not in RUN_OPTIONS and _differ(ours[key], theirs[key])}
-
-
-def _differ(a, b) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return list(a) != list(b)
-    return a != b
-
-
-def adopt_model_config(config, stored, where, config_given: bool) -> None:
-    """See :func:`load_checkpoint_variables`."""
-    differences = model_config_differences(config, stored)
-    if not differences:
-        return
-    listed = ", ".join(f"model.{k} = {theirs!r} (--config: {ours!r})" for k, (ours, theirs) in differences.items())
-    if config_given:
-        raise ValueError(f"checkpoint {where} was trained with another model config: {listed}. Drop --config (and "
-                         f"--config.model overrides) to use the checkpoint's own, or pass the config it was trained "
-                         f"with")
-    for key, (_, theirs) in differences.items():
-        config.model[key] = tuple(theirs) if isinstance(config.model[key], tuple) else theirs
-    print(f"using the checkpoint's model config: {listed}")
 
 
 def initial_box_problem(seq: Sequence) -> str | None:

@@ -24,6 +24,12 @@ import numpy as np
 from absl import app, flags, logging
 
 from grm_jax import cli
+from grm_jax.checkpoints import load_checkpoint_variables
+from grm_jax.config import check_threshold, validate
+from grm_jax.models import build_model
+from grm_jax.track.tracker import Tracker, TrackerParams
+from grm_jax.viz.tokens import save_png, tracker_token_grid
+from grm_jax.viz.video import VideoWriter, overlay_frame
 
 _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
@@ -88,18 +94,11 @@ def check_output(out: str, video: str) -> None:
         raise app.UsageError(f"--out {out} is the input video; choose another file")
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from grm_jax.config import check_threshold, validate
-    from grm_jax.evaluate.run import load_checkpoint_variables
-    from grm_jax.models import build_model
-    from grm_jax.track.tracker import Tracker, TrackerParams
-    from grm_jax.viz.tokens import save_png, tracker_token_grid
-    from grm_jax.viz.video import VideoWriter, overlay_frame
-
     config = _CONFIG.value
     validate(config)
     if _THRESHOLD.value is not None:

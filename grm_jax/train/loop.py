@@ -20,9 +20,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from grm_jax import checkpoints as model_checkpoints
+from grm_jax import checkpoints
 from grm_jax.models import build_model, example_inputs, host_init
-from grm_jax.train import checkpoint as ckpt
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.parallel import RUNNERS
 from grm_jax.train.step import AXIS, TrainState, create_state
@@ -56,7 +55,7 @@ def init_train_state(config, model, optimizer_factory) -> TrainState:
     """Fresh variables (seed ``config.train.seed``) or those of ``config.train.init_checkpoint``."""
     variables = host_init(model, *example_inputs(config), seed=config.train.seed)
     if config.train.init_checkpoint:
-        loaded, _ = model_checkpoints.load_variables(config.train.init_checkpoint)
+        loaded, _ = checkpoints.load_variables(config.train.init_checkpoint)
         variables = {**variables, **loaded}
     params, batch_stats = variables["params"], variables["batch_stats"]
     return create_state(params, batch_stats, optimizer_factory(params))
@@ -156,8 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     placed = runner.place_state(state)
     target = runner.global_state(placed, per_device_stats)
 
-    manager = ckpt.make_manager(workdir, config, per_epoch)
-    restored, warnings = ckpt.restore_latest(manager, target)
+    manager = checkpoints.make_manager(workdir, config, per_epoch)
+    restored, warnings = checkpoints.restore_latest(manager, target)
     for message in warnings:
         print(f"warning: {message}")
     if restored is not None:
@@ -203,7 +202,8 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
                     if writer is not None:
                         _write_record(workdir, writer, record)
             if save_now:
-                ckpt.save(manager, runner.global_state(state, per_device_stats), config)  # every process
+                # every process saves
+                checkpoints.save_train_state(manager, runner.global_state(state, per_device_stats), config)
             if stop:
                 print(f"SIGTERM: saved step {done}; stopping")
                 break
@@ -224,7 +224,7 @@ def _jsonable(metrics: dict) -> dict:
 
 
 def _open_writer(workdir: pathlib.Path):
-    from tensorboardX import SummaryWriter
+    from tensorboardX import SummaryWriter  # here: ~1 s to import, needed by process 0 of a training run only
 
     return SummaryWriter(str(workdir / "tensorboard"))
 

@@ -9,6 +9,10 @@ import jax
 import ml_collections
 
 from grm_jax import distributed
+from grm_jax.data.datasets import make_builder, prepare, synthetic_builder_config
+from grm_jax.data.pipeline import make_train_batches
+from grm_jax.data.source import DatasetSource
+from grm_jax.evaluate.run import evaluate, evaluate_with_baselines, format_comparison
 from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.loop import train
 
@@ -19,10 +23,6 @@ def open_training_sources(config: ml_collections.ConfigDict) -> list:
     ``SYNTHETIC`` is generated and prepared on first use (``config.data.synthetic``); the real datasets must
     have been prepared with ``python -m grm_jax.data.datasets`` (nothing is downloaded).
     """
-    from grm_jax.data.datasets import make_builder, prepare
-    from grm_jax.data.source import DatasetSource
-    from grm_jax.evaluate.run import synthetic_builder_config
-
     sources = []
     for name in config.data.datasets:
         if name == "SYNTHETIC":
@@ -41,16 +41,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     A run stopped by SIGTERM (preemption) saves its checkpoint and does nothing else: ``out["preempted"]`` is
     True and no evaluation runs (it would score a half-trained model).
     """
-    from grm_jax.data.pipeline import make_train_batches
-
     workdir = pathlib.Path(workdir)
     sources = open_training_sources(config)
     result = train(config, workdir, lambda start: make_train_batches(config, sources, start))
     out = {"train": result.history[-1] if result.history else {}, "workdir": str(workdir),
            "preempted": result.preempted, "step": int(result.state["step"])}
     if config.eval.after_training and not result.preempted:
-        from grm_jax.evaluate.run import evaluate, evaluate_with_baselines, format_comparison
-
         variables = {"params": result.state["params"], "batch_stats": result.state["batch_stats"]}
         # The folder belongs to this workdir, whose model changes with every run: old results are tracked again.
         common = dict(batch_size=config.eval.batch_size, crop=config.eval.crop,

@@ -1,4 +1,5 @@
-"""grm_jax.evaluate.run: a checkpoint loaded with the model config it was trained with; server submissions."""
+"""A checkpoint loaded with the model config it was trained with (grm_jax.checkpoints.load_checkpoint_variables);
+server submissions (grm_jax.evaluate.run)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from conftest import load_config
 from grm_jax import checkpoints
-from grm_jax.evaluate.run import evaluate, load_checkpoint_variables
+from grm_jax.checkpoints import load_checkpoint_variables
+from grm_jax.evaluate.run import evaluate
 from grm_jax.models import build_model, example_inputs, host_init
 
 

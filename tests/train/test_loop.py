@@ -159,7 +159,7 @@ def test_sigterm_saves_and_stops(tmp_path):
 def test_closed_loop_callbacks_of_a_failed_restore_are_silenced(monkeypatch, capsys):
     """After a damaged checkpoint, TensorStore callbacks into Orbax's closed asyncio loop print hundreds of
     'Event loop is closed' tracebacks; the filter drops exactly those and lets every other error through."""
-    from grm_jax.train import checkpoint as ckpt
+    from grm_jax import checkpoints as ckpt
 
     printed = []
     monkeypatch.setattr(sys, "excepthook", lambda *args: printed.append(args[1]))

@@ -13,11 +13,13 @@ from __future__ import annotations
 from absl import logging as absl_logging
 
 from grm_jax.data.datasets.coco17 import Coco17
-from grm_jax.data.datasets.common import INDEX_FILE, REPORT_FILE, TrackingBuilder, prepare
+from grm_jax.data.datasets.common import TrackingBuilder, prepare
 from grm_jax.data.datasets.got10k import Got10k
 from grm_jax.data.datasets.lasot import Lasot
-from grm_jax.data.datasets.synthetic_tracking import SyntheticConfig, SyntheticTracking, synthetic_config
+from grm_jax.data.datasets.synthetic_tracking import (SyntheticConfig, SyntheticTracking, synthetic_builder_config,
+                                                     synthetic_config)
 from grm_jax.data.datasets.trackingnet import Trackingnet, TrackingNetConfig
+from grm_jax.data.records import INDEX_FILE, REPORT_FILE
 
 CONFIG_DATASETS = {
     "LASOT": "lasot",
@@ -69,4 +71,4 @@ def prepare_dataset(name: str, root, data_dir, **kwargs) -> TrackingBuilder:
 
 __all__ = ["BUILDERS", "CONFIG_DATASETS", "Coco17", "Got10k", "INDEX_FILE", "Lasot", "REPORT_FILE", "SyntheticConfig",
            "SyntheticTracking", "TrackingBuilder", "Trackingnet", "TrackingNetConfig", "make_builder", "prepare",
-           "prepare_dataset", "synthetic_config"]
+           "prepare_dataset", "synthetic_builder_config", "synthetic_config"]

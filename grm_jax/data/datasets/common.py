@@ -31,6 +31,7 @@ import inspect
 import logging
 import os
 import pathlib
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import cv2
@@ -40,10 +41,10 @@ from etils import epath
 from tensorflow_datasets.core.utils import py_utils
 from tqdm import tqdm
 
+from grm_jax.data.records import INDEX_FILE, REPORT_FILE
+
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "preparation_report.txt"
-INDEX_FILE = "sequences_{split}.npz"
 _KEY_SPACE = 2**128  # TFDS hashes keys to 128 bits; with disable_shuffling the key itself is used
 
 
@@ -372,8 +373,6 @@ def remove_stale_incomplete(builder: tfds.core.DatasetBuilder) -> list:
     TFDS removes its temporary folder when preparation fails with an exception, but not when the process is
     killed. Do not call this while another process prepares the same dataset.
     """
-    import shutil
-
     parent = pathlib.Path(builder.data_dir).parent
     stale = sorted(p for p in parent.glob("incomplete.*") if p.is_dir()) if parent.is_dir() else []
     for path in stale:

@@ -5,7 +5,7 @@ No manual dir. Sequence k of a split is ``generate_sequence(seed_k, length_k)`` 
 [min_length, max_length]; frames are stored as JPEG (quality 90), boxes and visibility exactly as generated.
 Configs: ``default`` (200 train / 20 val sequences of 50–300 frames), ``small`` (16 / 4 of 50–120 frames);
 :func:`synthetic_config` makes others (its name encodes the parameters, so different data never share a
-directory).
+directory); :func:`synthetic_builder_config` the one of an experiment config.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from grm_jax.data import synthetic
 from grm_jax.data.datasets.common import SequenceSpec, TrackingBuilder
-from grm_jax.data.source import encode_jpeg
+from grm_jax.data.records import encode_jpeg
 
 
 @dataclasses.dataclass(eq=False)
@@ -41,6 +41,14 @@ def synthetic_config(num_train: int, num_val: int, seed: int = 0, min_length: in
     name = f"n{num_train}-{num_val}_s{seed}_l{min_length}-{max_length}_{height}x{width}{difficulty.tag()}"
     return SyntheticConfig(name=name, num_train=num_train, num_val=num_val, seed=seed, min_length=min_length,
                            max_length=max_length, height=height, width=width, difficulty=difficulty)
+
+
+def synthetic_builder_config(config) -> SyntheticConfig:
+    """The builder config of an experiment config's ``config.data.synthetic`` (what ``train.py`` trains on and
+    ``eval.py`` evaluates with, the ``train`` and ``val`` splits of one prepared dataset)."""
+    s = config.data.synthetic
+    difficulty = synthetic.Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability)
+    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty)
 
 
 class SyntheticTracking(TrackingBuilder):
