@@ -1,6 +1,6 @@
 """Evaluate GRM on a tracking benchmark.
 
-  python eval.py --config configs/grm_vitb256.py --checkpoint ckpt/grm --dataset lasot --data_dir /data/LaSOT
+  python eval.py --config configs/grm.py:B/256 --checkpoint ckpt/grm --dataset lasot --data_dir /data/LaSOT
   python eval.py --analyze_only --dataset lasot --data_dir /data/LaSOT results/ours official=raw/GRM_lasot
   python eval.py --vis_dir runs/demo/vis --vis_sequences synthetic-000 --vis_every 10   # overlay video + grids
 

@@ -71,10 +71,10 @@ class Part:
 # Sizes of the real run and of the dry run (the same parts, the tiny GRM, a few iterations; CPU).
 SIZES = {
     # b256_runs: one process per entry, so that batch 1 survives a timeout at batch 64.
-    False: dict(b256="grm_vitb256", l320="grm_vitl320", b256_runs=("1", "64"), batch=64, l320_batches="1,32",
+    False: dict(b256="B/256", l320="L/320", b256_runs=("1", "64"), batch=64, l320_batches="1,32",
                 tracker_batch=32, iters=20, warmup=3, frames=50, matmul=8192, train_batches="32,64", steps=10,
                 train_dtype="bfloat16", parity=PARITY_TESTS),
-    True: dict(b256="grm_tiny", l320="grm_tiny", b256_runs=("1,2",), batch=2, l320_batches="1", tracker_batch=2,
+    True: dict(b256="tiny", l320="tiny", b256_runs=("1,2",), batch=2, l320_batches="1", tracker_batch=2,
                iters=2, warmup=1, frames=3, matmul=256, train_batches="2", steps=1, parity=PARITY_TESTS[:1],
                # a bfloat16 train step of even the tiny GRM takes ~13 s on a 2-core CPU (its convolutions'
                # gradients); the dry run checks the plumbing in float32 (bfloat16 training: test_attention_paths)

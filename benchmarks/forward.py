@@ -5,7 +5,7 @@
     python benchmarks/forward.py --large           # ... and GRM-L/320 (slow on 2 cores, more so with --batch8)
     python benchmarks/forward.py --accuracy        # + deviation of each variant from masked float32
     python benchmarks/forward.py --profile         # + time per op (XLA CPU profiler) of every case
-    python benchmarks/forward.py --configs grm_vitb256 --attention masked --dtypes float32 --iters 20
+    python benchmarks/forward.py --configs B/256 --attention masked --dtypes float32 --iters 20
 
 Per case (config, batch, attention, dtype): random-init weights (float32 parameters, the same for every variant of
 a config) and random inputs; ``compile s`` = trace + lower + XLA compile, ``first call s`` = that plus the first
@@ -51,7 +51,7 @@ from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs, host_init  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
 
-SPEC_GFLOP = {"grm_vitb256": 65.58, "grm_vitl320": 324.64}  # per image, measured on the official model
+SPEC_GFLOP = {"B/256": 65.58, "L/320": 324.64}  # per image, measured on the official model
 # (docs/model.md#configurations)
 
 
@@ -175,7 +175,7 @@ def profile_ops(fn, *args, iters: int = 3, top: int = 25) -> list[tuple[float, i
 
 
 def setup(name: str, batch: int, seed: int = 0):
-    config = load_config_file(str(ROOT / "configs" / f"{name}.py"))
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{name}")
     model = build_model(config)
     z, x = example_inputs(config, batch)
     rng = np.random.default_rng(seed + batch)
@@ -215,10 +215,10 @@ def deviation(out, ref, search_size) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="grm_vitb256,grm_tiny")
+    parser.add_argument("--configs", default="B/256,tiny", help="configs/grm.py variants, comma-separated")
     parser.add_argument("--batches", default="1")
     parser.add_argument("--batch8", action="store_true", help="add batch 8")
-    parser.add_argument("--large", action="store_true", help="add grm_vitl320")
+    parser.add_argument("--large", action="store_true", help="add L/320")
     parser.add_argument("--attention", default="masked,fused")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="of float32 (highest precision), tf32 "
                         "(float32 at the backend's default precision), bfloat16")
@@ -240,7 +240,7 @@ def main():
     if args.iters < 10:
         print(f"note: --iters {args.iters} < 10")
 
-    configs = args.configs.split(",") + (["grm_vitl320"] if args.large else [])
+    configs = args.configs.split(",") + (["L/320"] if args.large else [])
     batches = [int(b) for b in args.batches.split(",")] + ([8] if args.batch8 else [])
     variants = [(a, d) for a in args.attention.split(",") for d in args.dtypes.split(",")]
     if args.accuracy and variants[0] != ("masked", "float32"):

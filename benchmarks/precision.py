@@ -59,7 +59,7 @@ def main():
     rows = []
     for name in args.precisions.split(","):
         dtype, precision = PRECISIONS[name]
-        config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
+        config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
         config.model.dtype = dtype
         model = build_model(config)
         shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))

@@ -1,7 +1,7 @@
 """Per-frame time of the tracker (``grm_jax.track.tracker.Tracker``) next to the bare network forward.
 
     python benchmarks/tracker.py                                  # GRM-B/256, random init, 320x240, 30 frames
-    python benchmarks/tracker.py --config grm_tiny --frames 100
+    python benchmarks/tracker.py --config tiny --frames 100
     python benchmarks/tracker.py --attention fused --dtype bfloat16
     python benchmarks/tracker.py --batch 32                       # 32 sequences tracked together (BatchTracker)
 
@@ -47,7 +47,7 @@ from grm_jax.track.tracker import BatchTracker, TrackerParams  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="grm_vitb256")
+    parser.add_argument("--config", default="B/256", help="a configs/grm.py variant")
     parser.add_argument("--attention", default="masked", choices=["masked", "fused"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
     parser.add_argument("--batch", type=int, default=1, help="sequences tracked together")
@@ -60,7 +60,7 @@ def main():
     parser.add_argument("--seed", type=int, default=3, help="synthetic sequence seed")
     args = parser.parse_args()
 
-    config = load_config_file(str(ROOT / "configs" / f"{args.config}.py"))
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{args.config}")
     config.model.attention = args.attention
     config.model.dtype = model_dtype(args.dtype)
     with precision_scope(args.dtype):  # the precision in force when each program is traced

@@ -59,7 +59,7 @@ def overlap(delays: list[float], steps: int, batch: int) -> list[dict]:
     from grm_jax.train.loop import train
 
     def run(delay: float) -> float:
-        config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
+        config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
         config.model.drop_path_rate = 0.0
         config.train.batch_size = batch
         config.train.max_steps = steps + 5

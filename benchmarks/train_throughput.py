@@ -1,7 +1,7 @@
 """Samples/s and peak memory of the GRM train step (per-device step under pmap, synthetic batches in memory).
 
     python benchmarks/train_throughput.py                       # tiny at batch 2, 8, 32
-    python benchmarks/train_throughput.py --configs grm_tiny,grm_vitb256 --batches 1,2 --steps 3
+    python benchmarks/train_throughput.py --configs tiny,B/256 --batches 1,2 --steps 3
 
 Prints a Markdown table: config, per-device batch, devices, remat, compile seconds, step ms (median), samples/s,
 the process's peak resident memory so far (CPU; it only grows from row to row) or the device's peak bytes in use
@@ -53,7 +53,7 @@ def compiled_temp_mb(runner, state, data, key) -> float:
 
 
 def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") -> dict:
-    config = load_config_file(str(ROOT / "configs" / f"{name}.py"))
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{name}")
     config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
     config.train.remat = remat
@@ -88,7 +88,7 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="grm_tiny")
+    parser.add_argument("--configs", default="tiny", help="configs/grm.py variants, comma-separated")
     parser.add_argument("--batches", default="2,8,32")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
     parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])

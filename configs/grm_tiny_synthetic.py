@@ -3,18 +3,27 @@
 Run:    make demo        (= python train.py; no flags needed)
 Then:   python eval.py   (re-evaluates runs/demo on the held-out synthetic sequences)
 
-Same model code as GRM-B/256 at toy size (embed 192, depth 4, 3 heads, template 64 px / search 128 px), trained
+The ``tiny`` GRM of ``configs/grm.py`` (GRM-B/256's code at embed 192, depth 4, 3 heads, template 64 px / search
+128 px), trained
 from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split beside two
 baselines (the untrained model, keeping the first box).
 """
 
-from grm_jax.config import base_config, set_tiny_model
+import importlib.util
+import pathlib
+
+
+def _grm_config(variant):
+    """``configs/grm.py:variant``, loaded beside this file (configs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("grm_config_grm", pathlib.Path(__file__).with_name("grm.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def get_config(arg=None):
     del arg
-    c = base_config()
-    set_tiny_model(c.model)
+    c = _grm_config("tiny")
     c.model.drop_path_rate = 0.0
     c.data.datasets = ("SYNTHETIC",)
     c.data.ratios = (1.0,)

@@ -152,7 +152,7 @@ def trajectory_main(argv) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m grm_jax.compare trajectory",
                                      description=trajectory.__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="the recorded model's config, e.g. configs/grm_tiny.py")
+    parser.add_argument("--config", required=True, help="the recorded model's config, e.g. configs/grm.py:tiny")
     parser.add_argument("--reference", required=True, help="trajectory.npz (meta.json beside it)")
     args = parser.parse_args(argv)
     try:

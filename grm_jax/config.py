@@ -1,7 +1,8 @@
 """The configuration schema shared by every experiment, and its validation.
 
 Files in ``configs/`` start from :func:`base_config` (the official defaults: docs/model.md#configurations,
-docs/training.md#training-recipes, docs/tracking.md#division-threshold) and change only what their experiment changes.
+docs/training.md#training-recipes, docs/tracking.md#division-threshold) and change only what their experiment changes:
+``configs/grm.py:VARIANT`` the official models (``B/256``, ``B/256-got``, ``L/320``) and the fixtures' ``tiny``.
 Field names follow the official yaml keys in lower case (``DATA.SEARCH.FACTOR`` → ``config.data.search.factor``).
 """
 
@@ -12,12 +13,12 @@ import math
 import ml_collections
 
 BACKBONES = {
-    # name: (embed_dim, depth, num_heads) of the official ViTs (docs/model.md#backbone).
+    # name: (embed_dim, depth, num_heads) of the official ViTs (docs/model.md#backbone); config.model.backbone names
+    # one of them (its sizes must match) or "custom" (any sizes).
     "vit_base": (768, 12, 12),
     "vit_large": (1024, 24, 16),
 }
 TGT_TYPES = ("allmax", "allavg", "roimax", "roiavg")
-HEAD_TYPES = ("CENTER",)
 ATTENTION_IMPLS = ("masked", "fused")
 DTYPES = ("float32", "bfloat16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,19 +41,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.drop_path_rate = 0.1
     c.model.tgt_type = "allmax"
     c.model.divide_hidden = (384, 192)
-    c.model.head_type = "CENTER"
     c.model.head_channels = 256  # MODEL.HEAD.NUM_CHANNELS
     c.model.template_size = 128
     c.model.search_size = 256
     c.model.attention = "masked"  # the official masked softmax (docs/model.md#masked-softmax)
     c.model.dtype = "float32"
-    c.model.pretrain_file = "mae_pretrain_vit_base.pth"
 
     c.data = ml_collections.ConfigDict()
     c.data.datasets = ("LASOT", "GOT10K_vot_train", "COCO17", "TRACKINGNET")
     c.data.ratios = (1.0, 1.0, 1.0, 1.0)
     c.data.sample_per_epoch = 60000
-    c.data.sampler_mode = "causal"
     c.data.max_sample_interval = 200
     c.data.mean = IMAGENET_MEAN
     c.data.std = IMAGENET_STD
@@ -73,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.lr = 4e-4
     c.train.backbone_multiplier = 0.1
     c.train.divide_multiplier = 1.0  # the division MLPs' rate = lr × this (official: 1, they train at lr)
+    # Weight of the official actor's optional division-entropy term (grm_jax.losses.division_entropy_loss);
+    # 0 = off, as in every official config; 1 = the official `entropy=True`.
+    c.train.entropy_weight = 0.0
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -111,26 +112,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.test.template_size = c.model.get_ref("template_size")
     c.test.search_factor = 4.0
     c.test.search_size = c.model.get_ref("search_size")
-    c.test.epoch = 300
     # TEST.HYPER: the division threshold per dataset (docs/tracking.md#division-threshold); keys are `--dataset`
     # names upper-cased.
     c.test.hyper = ml_collections.ConfigDict(
         dict(DEFAULT=0.0, LASOT=0.4, NFS=0.60, UAV=0.55, AVIST=0.4, TRACKINGNET=0.0, GOT10K_TEST=0.0))
     c.lock()  # a misspelt key is an error, not a silently added field
     return c
-
-
-def set_tiny_model(model: ml_collections.ConfigDict) -> None:
-    """The small GRM of the reference fixtures: embed 192, depth 4, 3 heads, template 64 px / search 128 px (4×4 +
-    8×8 tokens), head channels 64; predictor 384 → 384 → 192 → 2 as in GRM-B."""
-    model.backbone = "custom"
-    model.embed_dim = 192
-    model.depth = 4
-    model.num_heads = 3
-    model.template_size = 64
-    model.search_size = 128
-    model.head_channels = 64
-    model.pretrain_file = ""
 
 
 def test_threshold(config: ml_collections.ConfigDict, dataset: str) -> float:
@@ -152,9 +139,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if m.backbone not in BACKBONES and m.backbone != "custom":
         raise ValueError(f"config.model.backbone = {m.backbone!r} is not one of {list(BACKBONES) + ['custom']}")
     _check_choice(m.tgt_type, TGT_TYPES, "model.tgt_type")
-    if m.head_type != "CENTER":
-        raise ValueError(f"config.model.head_type = {m.head_type!r}: only 'CENTER' works in the official code "
-                         "(CORNER has no predictor, MLP cannot run; docs/model.md#other-head-types)")
     _check_choice(m.attention, ATTENTION_IMPLS, "model.attention")
     _check_choice(m.dtype, DTYPES, "model.dtype")
     for key in ("embed_dim", "depth", "num_heads", "patch_size", "head_channels", "template_size", "search_size",
@@ -162,6 +146,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = m[key]
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"config.model.{key} = {value!r} must be a positive integer")
+    if m.backbone in BACKBONES and (m.embed_dim, m.depth, m.num_heads) != BACKBONES[m.backbone]:
+        raise ValueError(f"config.model.backbone = {m.backbone!r} is embed_dim, depth, num_heads = "
+                         f"{BACKBONES[m.backbone]}, not {(m.embed_dim, m.depth, m.num_heads)} (set it to 'custom' for "
+                         "other sizes)")
     if m.depth < 2:
         raise ValueError(f"config.model.depth = {m.depth} must be >= 2 (block 0 is plain, the rest divide)")
     if m.embed_dim % m.num_heads:
@@ -221,7 +209,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),
-               ("grad_clip_norm", False), ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
+               ("grad_clip_norm", False), ("entropy_weight", False), ("giou_weight", False), ("l1_weight", False),
+               ("focal_weight", False))
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")

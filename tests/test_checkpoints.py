@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax.checkpoints import _to_json, config_from_json
 
 
 def test_a_record_from_before_a_key_existed_gets_its_default():
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.head_channels = 32
     record = _to_json(config)
     del record["data"]["synthetic"]["max_distractors"], record["train"]["divide_multiplier"]

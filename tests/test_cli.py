@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MISSING = "does/not/exist"
-TINY = ["--config", "configs/grm_tiny.py"]
+TINY = ["--config", "configs/grm.py:tiny"]
 PTH = "tests/fixtures/official/grm_tiny/state_dict.pth"
 
 ENTRY_POINTS_MISSING_PATH = {

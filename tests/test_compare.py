@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 
-from conftest import OFFICIAL, ROOT
+from helpers import OFFICIAL, config_spec
 from grm_jax import compare
 from grm_jax.convert import pth_io
 
-TINY_CONFIG = str(ROOT / "configs" / "grm_tiny.py")
+TINY_CONFIG = config_spec("tiny")
 REFERENCE = str(OFFICIAL / "grm_tiny" / "outputs.npz")
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, sys.argv[1])
 from grm_jax import compilation_cache
 path = compilation_cache.enable()
 import jax, jax.numpy as jnp
-from grm_jax.config import base_config, set_tiny_model
+from grm_jax.config import load_config_file
 from grm_jax.models import build_model, example_inputs
 
 hits, logged = [], []
@@ -34,8 +34,7 @@ logger = logging.getLogger("jax._src.compiler")
 logger.setLevel(logging.DEBUG)
 logger.addHandler(Handler())
 
-config = base_config()
-set_tiny_model(config.model)
+config = load_config_file(sys.argv[1] + "/configs/grm.py:tiny")
 model = build_model(config)
 z, x = example_inputs(config)
 variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))

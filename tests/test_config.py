@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import load_config
+from helpers import GRM_CONFIG, load_config
 from grm_jax import config as config_lib
 from grm_jax.models import build_model
 
@@ -35,7 +37,7 @@ def _param_counts(name):
     return sum(counts.values()), counts
 
 
-@pytest.mark.parametrize("name", ["grm_vitb256", "grm_vitb256_got"])
+@pytest.mark.parametrize("name", ["B/256", "B/256-got"])
 def test_vitb256_parameter_count(name):
     total, counts = _param_counts(name)
     assert counts == {"backbone": 85_892_352, "divide": 7_309_654, "head": 6_474_117, "unused": 152_064}
@@ -43,20 +45,20 @@ def test_vitb256_parameter_count(name):
 
 
 def test_vitl320_parameter_count():
-    total, counts = _param_counts("grm_vitl320")
+    total, counts = _param_counts("L/320")
     assert counts == {"backbone": 303_574_016, "divide": 19_805_806, "head": 8_243_589, "unused": 202_752}
     assert total == 331_826_163
 
 
 def test_tiny_config_matches_fixture_parameter_count():
-    total, _ = _param_counts("grm_tiny")
+    total, _ = _param_counts("tiny")
     assert total == 3_052_779  # meta.json num_params of the official tiny model
 
 
 def test_official_values():
-    b = load_config("grm_vitb256")
-    g = load_config("grm_vitb256_got")
-    l = load_config("grm_vitl320")
+    b = load_config("B/256")
+    g = load_config("B/256-got")
+    l = load_config("L/320")
     assert (b.model.embed_dim, b.model.depth, b.model.num_heads) == (768, 12, 12)
     assert (l.model.embed_dim, l.model.depth, l.model.num_heads) == (1024, 24, 16)
     assert b.model.tgt_type == g.model.tgt_type == l.model.tgt_type == "allmax"
@@ -73,21 +75,52 @@ def test_official_values():
     assert (b.train.giou_weight, b.train.l1_weight, b.train.focal_weight) == (2.0, 5.0, 1.0)
     assert b.model.drop_path_rate == 0.1 and b.data.sample_per_epoch == 60000
     assert (b.test.search_factor, l.test.search_factor, l.test.search_size) == (4.0, 5.0, 320)
+    # The official models keep a 128 px template at every search size (vitl_320: TEMPLATE.SIZE 128).
+    assert (b.model.template_size, l.model.template_size, l.data.template.size, l.test.template_size) == \
+        (128, 128, 128, 128)
+    assert (b.model.backbone, g.model.backbone, l.model.backbone) == ("vit_base", "vit_base", "vit_large")
+    assert (b.model.head_channels, l.model.head_channels) == (256, 256)
+    assert (g.data.ratios, g.train.batch_size, g.data.search.factor) == ((1.0,), 40, 4.0)
+
+
+def test_tiny_variant():
+    """The fixtures' model (tests/fixtures/official/README.md): the B/256 recipe at toy size."""
+    t, b = load_config("tiny"), load_config("B/256")
+    m = t.model
+    assert (m.backbone, m.embed_dim, m.depth, m.num_heads, m.head_channels) == ("custom", 192, 4, 3, 64)
+    assert (m.template_size, m.search_size, t.data.template.size, t.test.search_size) == (64, 128, 64, 128)
+    assert t.train.batch_size == 2
+    assert t.test.hyper.to_dict() == b.test.hyper.to_dict() and t.data.search.to_dict() | dict(size=256) == \
+        b.data.search.to_dict()
+    assert load_config("tiny/128").to_dict() == t.to_dict()
+
+
+def test_variant_spelling():
+    """No argument is B/256; a size's default resolution; other resolutions; errors name the variant's part."""
+    assert config_lib.load_config_file(str(GRM_CONFIG)).to_dict() == load_config("B/256").to_dict()
+    assert load_config("L").to_dict() == load_config("L/320").to_dict()
+    b384 = load_config("B/384")
+    assert (b384.model.search_size, b384.model.template_size, b384.data.search.factor) == (384, 128, 4.0)
+    config_lib.validate(b384)
+    for variant, message in (("H/256", "size 'H'"), ("B/250", "resolution '250'"), ("B/x", "resolution 'x'"),
+                             ("B/256-lasot", "recipe 'lasot'")):
+        with pytest.raises(ValueError, match=f"variant '{variant}': {message}"):
+            load_config(variant)
 
 
 @pytest.mark.parametrize("dataset,expected", [
     ("lasot", 0.4), ("nfs", 0.60), ("uav", 0.55), ("avist", 0.4), ("trackingnet", 0.0), ("got10k_test", 0.0),
     ("lasot_ext", 0.0), ("otb", 0.0), ("tnl2k", 0.0), ("itb", 0.0), ("got10k_val", 0.0)])
 def test_test_thresholds(dataset, expected):
-    assert config_lib.test_threshold(load_config("grm_vitb256"), dataset) == expected
-    assert config_lib.test_threshold(load_config("grm_vitb256_got"), dataset) == 0.0
-    assert config_lib.test_threshold(load_config("grm_vitl320"), dataset) == 0.0
+    assert config_lib.test_threshold(load_config("B/256"), dataset) == expected
+    assert config_lib.test_threshold(load_config("B/256-got"), dataset) == 0.0
+    assert config_lib.test_threshold(load_config("L/320"), dataset) == 0.0
 
 
 @pytest.mark.parametrize("key,value,message", [
     ("tgt_type", "allmin", "config.model.tgt_type = 'allmin'"),
-    ("head_type", "CORNER", "config.model.head_type = 'CORNER'"),
     ("backbone", "vit_huge", "config.model.backbone = 'vit_huge'"),
+    ("backbone", "vit_base", "config.model.backbone = 'vit_base' is embed_dim, depth, num_heads = (768, 12, 12)"),
     ("search_size", 250, "config.model.search_size = 250"),
     ("num_heads", 5, "config.model.num_heads = 5"),
     ("attention", "flash", "config.model.attention = 'flash'"),
@@ -95,13 +128,13 @@ def test_test_thresholds(dataset, expected):
     ("drop_path_rate", 1.5, "config.model.drop_path_rate = 1.5"),
 ])
 def test_bad_config_values_are_named(key, value, message):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model[key] = value
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         build_model(config)
 
 
 def test_unknown_config_key_is_named():
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     with pytest.raises(AttributeError, match="tgt_typ"):
         config.model.tgt_typ = "allmax"

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, ROOT
+from helpers import OFFICIAL, ROOT
 from grm_jax import export as grm_export
 from grm_jax.data.processing import normalize_image, transform_box_to_crop
 from grm_jax.track import device_crop
@@ -137,7 +137,7 @@ def test_export_cli_fixed_frame_size(tmp_path, refs, python_boxes):
     """``python -m grm_jax.export`` on the official ``.pth`` with a fixed frame size, CPU only; loaded in process."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
         "PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "grm_jax.export", "--config", "configs/grm_tiny.py",
+    proc = subprocess.run([sys.executable, "-m", "grm_jax.export", "--config", "configs/grm.py:tiny",
                            "--checkpoint", str(OFFICIAL / "grm_tiny" / "state_dict.pth"), "--output",
                            str(tmp_path / "art"), "--frame_size", "240,320", "--platforms", "cpu",
                            "--threshold", str(float(refs["threshold"]))], cwd=ROOT, env=env, capture_output=True,

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax.flops import iter_eqns, matmul_flops
 from grm_jax.models import build_model, example_inputs
 
@@ -27,7 +27,7 @@ def test_matmul_and_convolution_counts():
         a, b).jaxpr)) == 1
 
 
-@pytest.mark.parametrize("name,spec_gflop", [("grm_vitb256", 65.58), ("grm_vitl320", 324.64)])
+@pytest.mark.parametrize("name,spec_gflop", [("B/256", 65.58), ("L/320", 324.64)])
 def test_grm_forward_matches_the_spec_count(name, spec_gflop):
     """GFLOP per batch-1 forward, counted from the traced model (shapes only): the official model's measured
     65.58 / 324.64 (docs/model.md#configurations).

@@ -6,9 +6,9 @@
 
 Examples::
 
-  python -m grm_jax.convert to-orbax --config configs/grm_vitb256.py --input GRM_ep0300.pth.tar --output ckpt/grm
+  python -m grm_jax.convert to-orbax --config configs/grm.py:B/256 --input GRM_ep0300.pth.tar --output ckpt/grm
   python -m grm_jax.convert to-torch --checkpoint ckpt/grm --output GRM_from_jax.pth
-  python -m grm_jax.convert init-backbone --config configs/grm_vitb256.py \\
+  python -m grm_jax.convert init-backbone --config configs/grm.py:B/256 \\
       --pretrained mae_pretrain_vit_base.pth --output ckpt/grm_init
 """
 

@@ -2,7 +2,7 @@
 
   python -m grm_jax.track --video clip.mp4 --box 120,80,40,60 --out tracked.mp4
   python -m grm_jax.track --video 'frames/%05d.jpg' --box 120,80,40,60 --out tracked.mp4 --vis_dir vis/ \
-      --config configs/grm_vitb256.py --checkpoint ckpt/grm
+      --config configs/grm.py:B/256 --checkpoint ckpt/grm
 
 ``--box`` is the target in the first frame, x,y,w,h pixels; it must overlap the frame. Frames are read with
 ``cv2.VideoCapture`` (a video file, an image-sequence pattern, a camera index) and converted BGR → RGB. The output

@@ -12,14 +12,14 @@ import pytest
 import torch
 from flax import traverse_util
 
-from conftest import OFFICIAL, ROOT, load_config
+from helpers import OFFICIAL, ROOT, config_spec, load_config
 from grm_jax import checkpoints
 from grm_jax.convert import official, pth_io
 from grm_jax.convert.__main__ import main as convert_main
 from grm_jax.convert.state_dict import StateDictMismatchError
 
 TINY_PTH = OFFICIAL / "grm_tiny" / "state_dict.pth"
-TINY_CONFIG = str(ROOT / "configs" / "grm_tiny.py")
+TINY_CONFIG = config_spec("tiny")
 
 
 def _assert_same_state(a: dict, b: dict):
@@ -46,13 +46,13 @@ def test_pth_to_orbax_to_pth_is_bit_exact(tmp_path, tiny_state_dict):
 def test_pth_tar_with_net_and_settings(tmp_path, tiny_state_dict):
     """A training checkpoint: ``net`` plus other entries; the state dict is found under ``net``."""
     pth_io.save_pth({"net": tiny_state_dict, "epoch": 300, "net_type": "GRM"}, tmp_path / "GRM_ep0300.pth.tar")
-    variables = official.official_to_variables(tmp_path / "GRM_ep0300.pth.tar", load_config("grm_tiny"))
+    variables = official.official_to_variables(tmp_path / "GRM_ep0300.pth.tar", load_config("tiny"))
     flat = traverse_util.flatten_dict(variables["params"])
     np.testing.assert_array_equal(flat[("backbone", "pos_embed_z")], tiny_state_dict["backbone.pos_embed_z"])
 
 
 def test_safetensors_in_and_out(tmp_path, tiny_state_dict):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     variables = official.official_to_variables(TINY_PTH, config)
     official.write_state_dict(variables, tmp_path / "tiny.safetensors")
     again = official.official_to_variables(tmp_path / "tiny.safetensors", config)
@@ -96,7 +96,7 @@ def _mae_like(tiny_state_dict, distilled=False):
 def test_backbone_from_pretrained(tmp_path, tiny_state_dict, distilled):
     path = tmp_path / ("deit_base_distilled_patch16_224-df68dfff.pth" if distilled else "mae_pretrain_vit_base.pth")
     pth_io.save_pth({"model": _mae_like(tiny_state_dict, distilled)}, path)
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     fresh = official.init_variables(config, seed=3)
     variables, report = official.load_pretrained_backbone(fresh, path, config)
     assert report.patch_start_index == (2 if distilled else 1)
@@ -129,11 +129,11 @@ def test_cli_init_backbone(tmp_path, tiny_state_dict):
 def test_wrong_config_for_checkpoint(tmp_path, capsys):
     """Tiny (D=192) weights with the ViT-B config: the error names the file, the config and mismatching keys."""
     with pytest.raises(StateDictMismatchError) as info:
-        official.official_to_variables(TINY_PTH, load_config("grm_vitb256"))
+        official.official_to_variables(TINY_PTH, load_config("B/256"))
     message = str(info.value)
     assert str(TINY_PTH) in message and "vit_base" in message
     assert "backbone.patch_embed.proj.weight: checkpoint (192, 3, 16, 16) vs model (768, 3, 16, 16)" in message
-    code = convert_main(["to-orbax", "--config", str(ROOT / "configs" / "grm_vitb256.py"), "--input",
+    code = convert_main(["to-orbax", "--config", config_spec("B/256"), "--input",
                          str(TINY_PTH), "--output", str(tmp_path / "x")])
     assert code == 1 and "shape mismatches" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config, tiny_inputs
+from helpers import load_config, tiny_inputs
 from grm_jax.convert import state_dict as sd
 from grm_jax.models import build_model
 
@@ -35,7 +35,7 @@ def test_vitb256_converts_exactly_the_308_official_keys():
     # A synthetic state dict of the official shapes (broadcast zeros: no memory for 100 M parameters).
     state = {key: np.broadcast_to(np.zeros((), np.int64 if dtype == "int64" else np.float32), shape)
              for key, shape, dtype in rows}
-    shapes = _model_shapes("grm_vitb256")
+    shapes = _model_shapes("B/256")
     variables = sd.state_dict_to_variables(state, shapes)
     back = sd.variables_to_state_dict(variables)
     assert list(back) == [key for key, _, _ in rows]  # same keys, in the official order
@@ -45,7 +45,7 @@ def test_vitb256_converts_exactly_the_308_official_keys():
 
 
 def test_tiny_round_trip_is_bit_exact(tiny_state_dict, tiny_outputs):
-    model = build_model(load_config("grm_tiny"))
+    model = build_model(load_config("tiny"))
     z, x, _ = tiny_inputs(tiny_outputs)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))
     back = sd.variables_to_state_dict(sd.state_dict_to_variables(tiny_state_dict, shapes))
@@ -81,7 +81,7 @@ def test_layouts():
 
 
 def test_mismatches_name_every_offending_key(tiny_state_dict):
-    shapes = _model_shapes("grm_tiny")
+    shapes = _model_shapes("tiny")
     state = dict(tiny_state_dict)
     del state["backbone.blocks.2.attn.divide_predict.0.weight"]
     del state["box_head.conv3_size.1.running_mean"]
@@ -100,7 +100,7 @@ def test_wrong_config_for_checkpoint_names_shapes(tiny_state_dict):
     """ViT-B shapes for the tiny checkpoint: the first mismatching keys and both shapes are named."""
     with pytest.raises(sd.StateDictMismatchError, match=r"backbone.cls_token: checkpoint \(1, 1, 192\) vs model "
                                                         r"\(1, 1, 768\)"):
-        sd.state_dict_to_variables(tiny_state_dict, _model_shapes("grm_vitb256"))
+        sd.state_dict_to_variables(tiny_state_dict, _model_shapes("B/256"))
 
 
 def test_unwrap_checkpoint():

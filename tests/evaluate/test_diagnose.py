@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import OFFICIAL, load_config
+from helpers import OFFICIAL, load_config
 from grm_jax.evaluate import diagnose
 from grm_jax.evaluate.benchmarks import Sequence
 
@@ -25,7 +25,7 @@ def test_scaled_box_keeps_the_centre():
 def test_modes_on_the_fixture_sequence(tiny_model_and_variables):
     refs = dict(np.load(OFFICIAL / "tracker_refs.npz"))
     _, variables = tiny_model_and_variables
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     frames = refs["frames"][:12]
     seq = Sequence("fixture", list(range(len(frames))), refs["gt"][:12].astype(np.float64), "otb")
     rows = {r["mode"]: r for r in diagnose.diagnose(config, variables, [seq], lambda i: frames[i])}

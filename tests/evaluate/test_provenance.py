@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax.evaluate import provenance, results
 
 
@@ -19,7 +19,7 @@ def _record(config, variables, **overrides):
 
 @pytest.fixture
 def setup():
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     variables = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, "batch_stats": {}}
     return config, variables
 
@@ -31,10 +31,10 @@ def test_digests_follow_the_weights_and_the_config(setup):
     changed["params"]["a"][1, 2] += 1e-6
     assert provenance.variables_digest(changed) != base
     assert provenance.variables_digest(variables) == base
-    other = load_config("grm_tiny")
+    other = load_config("tiny")
     other.model.head_channels = 32
     assert provenance.config_digest(other, "otb") != provenance.config_digest(config, "otb")
-    other = load_config("grm_tiny")
+    other = load_config("tiny")
     other.train.lr = 1.0  # training settings do not change what the tracker computes
     assert provenance.config_digest(other, "otb") == provenance.config_digest(config, "otb")
 

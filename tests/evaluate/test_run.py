@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax import checkpoints
 from grm_jax.checkpoints import load_checkpoint_variables
 from grm_jax.evaluate.run import evaluate
@@ -19,7 +19,7 @@ from grm_jax.models import build_model, example_inputs, host_init
 @pytest.fixture(scope="module")
 def narrow_head_checkpoint(tmp_path_factory):
     """An Orbax checkpoint of the tiny GRM trained with head_channels=32 (the default tiny config has 64)."""
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.head_channels = 32
     variables = host_init(build_model(config), *example_inputs(config))
     directory = tmp_path_factory.mktemp("ckpt")
@@ -29,7 +29,7 @@ def narrow_head_checkpoint(tmp_path_factory):
 
 def test_without_config_the_checkpoints_model_config_is_used(narrow_head_checkpoint, capsys):
     directory, saved = narrow_head_checkpoint
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.attention = "fused"  # a run option: kept, not taken from the checkpoint
     variables = load_checkpoint_variables(directory, config, config_given=False)
     assert config.model.head_channels == 32 and config.model.attention == "fused"
@@ -40,7 +40,7 @@ def test_without_config_the_checkpoints_model_config_is_used(narrow_head_checkpo
 
 def test_a_conflicting_config_is_named(narrow_head_checkpoint):
     directory, _ = narrow_head_checkpoint
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     with pytest.raises(ValueError, match=r"model.head_channels = 32 \(--config: 64\)\. Drop --config"):
         load_checkpoint_variables(directory, config, config_given=True)
 
@@ -48,7 +48,7 @@ def test_a_conflicting_config_is_named(narrow_head_checkpoint):
 def test_got10k_test_evaluation_makes_the_submission(tmp_path, tiny_model_and_variables):
     """No ground truth beyond frame 0: the result files are tracked and zipped in the server's format."""
     _, variables = tiny_model_and_variables
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     root = tmp_path / "got10k" / "test"
     names = ["GOT-10k_Test_000001", "GOT-10k_Test_000002"]
     rng = np.random.default_rng(0)

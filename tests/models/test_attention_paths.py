@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import load_config, tiny_inputs
+from helpers import load_config, tiny_inputs
 from grm_jax import losses
 from grm_jax.flops import iter_eqns
 from grm_jax.convert.state_dict import state_dict_to_variables
@@ -26,7 +26,7 @@ MAP_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out",
 
 
 def _model(tiny_outputs, tiny_state_dict, **model_overrides):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.drop_path_rate = 0.0
     for key, value in model_overrides.items():
         setattr(config.model, key, value)
@@ -155,7 +155,7 @@ def test_fused_training_takes_the_reference_path(tiny_model_and_variables, fused
 
 
 def test_unknown_attention_is_an_error(tiny_outputs):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.attention = "flash"
     with pytest.raises(ValueError, match="model.attention"):
         build_model(config)
@@ -264,7 +264,7 @@ def test_bfloat16_train_step_runs(tiny_outputs):
 
     z, x, mask = tiny_inputs(tiny_outputs)
     batch = dict(template=z, search=x, template_mask=mask, search_anno=jnp.asarray(tiny_outputs["search_box"]))
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.dtype = "bfloat16"
     config.model.drop_path_rate = 0.0  # at 0.1 this batch of 2 drops both samples' last attention: no gradient
     model = build_model(config)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import load_config, tiny_inputs
+from helpers import load_config, tiny_inputs
 from grm_jax import losses
 from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
 from grm_jax.models import build_model, relation, to_official_layout
@@ -151,7 +151,7 @@ def test_wrong_input_shape_names_the_input(tiny_model_and_variables, tiny_output
 
 
 def test_train_mode_draws_gumbel_and_droppath_from_named_streams(tiny_outputs):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     model = build_model(config)
     z, x, mask = tiny_inputs(tiny_outputs)
     variables = model.init(jax.random.PRNGKey(0), z, x, mask)

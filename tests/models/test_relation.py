@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_inputs
+from helpers import tiny_inputs
 from grm_jax.models import relation
 
 
@@ -117,10 +117,10 @@ def test_roi_target_without_mask_is_an_error():
 
 def test_roi_variants_run_in_the_model(tiny_outputs):
     """The model with tgt_type roiavg uses the template mask (so its outputs differ from allmax)."""
-    from conftest import load_config
+    from helpers import load_config
     from grm_jax.models import build_model
 
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     z, x, mask = tiny_inputs(tiny_outputs)
     outs = {}
     for tgt_type in ("allmax", "roiavg"):

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax.models import build_model, example_inputs, host_init
 
 
 def _loss_and_grads(remat: str):
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.model.drop_path_rate = 0.2  # DropPath on: its masks must be drawn the same inside the remat
     config.train.remat = remat
     model = build_model(config)

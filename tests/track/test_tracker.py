@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL
+from helpers import OFFICIAL
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, map_box_back, track_sequences
 
 

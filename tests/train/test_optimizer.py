@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import load_config
+from helpers import load_config
 from grm_jax.train.optimizer import learning_rates, param_group, step_decay_schedule
 
 
@@ -17,7 +17,7 @@ def test_groups_follow_the_official_split():
 
 
 def test_group_rates_follow_the_multipliers():
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     config.train.lr, config.train.backbone_multiplier, config.train.divide_multiplier = 1e-3, 0.1, 0.25
     rates = {name: float(fn(0)) for name, fn in learning_rates(config, steps_per_epoch=10).items()}
     assert rates == pytest.approx({"head": 1e-3, "backbone": 1e-4, "divide": 2.5e-4}, rel=1e-6)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, ROOT, load_config
+from helpers import OFFICIAL, ROOT, load_config
 from grm_jax import losses
 from grm_jax.convert.state_dict import state_dict_to_variables, variables_to_state_dict
 from grm_jax.models import build_model, example_inputs
@@ -28,7 +28,7 @@ def recorded():
 
 @pytest.fixture(scope="module")
 def result(recorded):
-    return tj.compare(tj.replay(load_config("grm_tiny"), recorded), recorded)
+    return tj.compare(tj.replay(load_config("tiny"), recorded), recorded)
 
 
 def test_every_step_follows_the_official_trainer(result):
@@ -58,7 +58,7 @@ def test_final_state_equals_the_official_one(result):
 def test_the_exempt_biases_really_get_no_gradient(recorded):
     """The claim behind tj.noise_driven, measured: in train() mode each such bias's gradient is rounding noise,
     ≤ 1e-5 of its convolution weight's gradient norm."""
-    config = tj.replay_config(load_config("grm_tiny"), recorded)
+    config = tj.replay_config(load_config("tiny"), recorded)
     model = build_model(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *example_inputs(config)))
     variables = state_dict_to_variables(recorded.state_dict("init"), shapes)
@@ -82,7 +82,7 @@ def test_the_exempt_biases_really_get_no_gradient(recorded):
 def test_a_wrong_recipe_is_caught(recorded):
     """The comparison can fail: a weight decay of 1e-2 instead of 1e-4 leaves the official trajectory."""
     wrong = dataclasses.replace(recorded, meta=dict(recorded.meta, weight_decay=1e-2))
-    result = tj.compare(tj.replay(load_config("grm_tiny"), wrong), recorded)
+    result = tj.compare(tj.replay(load_config("tiny"), wrong), recorded)
     assert not result["final"]["ok"] and result["final"]["moved"] > 1e-3
 
 
@@ -100,7 +100,7 @@ def test_load_names_what_is_missing(tmp_path, recorded):
 def test_compare_trajectory_command(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     run = lambda ref: subprocess.run([sys.executable, "-m", "grm_jax.compare", "trajectory", "--config",  # noqa: E731
-                                      "configs/grm_tiny.py", "--reference", str(ref)], cwd=ROOT, env=env,
+                                      "configs/grm.py:tiny", "--reference", str(ref)], cwd=ROOT, env=env,
                                      capture_output=True, text=True, timeout=500)
     proc = run(FIXTURE)
     assert proc.returncode == 0, proc.stderr[-3000:]

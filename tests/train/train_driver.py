@@ -55,7 +55,7 @@ def main():
     parser.add_argument("--num_processes", type=int, default=1)
     parser.add_argument("--process_id", type=int, default=0)
     args = parser.parse_args()
-    config = load_config_file(str(ROOT / "configs" / "grm_tiny.py"))
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
     if args.coordinator:
         config.train.distributed = True
         config.train.coordinator_address = args.coordinator

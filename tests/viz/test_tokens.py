@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL
+from helpers import OFFICIAL
 from grm_jax.data.processing import normalize_image
 from grm_jax.models import to_official_layout
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, ROOT, load_config
+from helpers import OFFICIAL, ROOT, load_config
 from grm_jax.evaluate.run import evaluate
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, track_sequences
 from grm_jax.viz import tokens, video
@@ -128,7 +128,7 @@ def test_evaluate_calls_the_hook_for_the_chosen_sequences(tmp_path, tiny_model_a
     """``evaluate(on_frame=, on_frame_sequences=)``: only the named sequence is recorded; on a rerun it is tracked
     again (same result file) while the other, finished one is skipped."""
     _, variables = tiny_model_and_variables
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     root = tmp_path / "otb"
     _otb(root, refs, "Alpha", 0, 11)
     _otb(root, refs, "Beta", 20, 5)
@@ -160,7 +160,7 @@ def test_track_cli_on_a_video_file(tmp_path, tiny_model_and_variables, refs):
     box = ",".join(str(v) for v in refs["init_box"])
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "grm_jax.track", "--video", str(clip), f"--box={box}",
-                           "--out", str(tmp_path / "out.mp4"), "--config", "configs/grm_tiny.py", "--checkpoint",
+                           "--out", str(tmp_path / "out.mp4"), "--config", "configs/grm.py:tiny", "--checkpoint",
                            str(OFFICIAL / "grm_tiny" / "state_dict.pth"), "--vis_dir", str(tmp_path / "vis"),
                            "--vis_every", "5", f"--threshold={float(refs['threshold'])}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -196,7 +196,7 @@ def test_video_writer_replaces_the_file_only_when_complete(tmp_path, refs):
 
 def _track_cli(tmp_path, *args):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "grm_jax.track", "--config", "configs/grm_tiny.py", "--checkpoint",
+    return subprocess.run([sys.executable, "-m", "grm_jax.track", "--config", "configs/grm.py:tiny", "--checkpoint",
                            str(OFFICIAL / "grm_tiny" / "state_dict.pth"), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -230,7 +230,7 @@ def test_evaluate_skips_a_sequence_with_an_empty_first_box(tmp_path, tiny_model_
     """A zero-size first box does not stop the run: the other sequences are tracked and scored, the bad one is
     named with its annotation file."""
     _, variables = tiny_model_and_variables
-    config = load_config("grm_tiny")
+    config = load_config("tiny")
     root = tmp_path / "otb"
     _otb(root, refs, "Alpha", 0, 6)
     _otb(root, refs, "Beta", 20, 5)
