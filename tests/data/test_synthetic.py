@@ -93,8 +93,13 @@ def test_target_is_drawn_at_its_box():
 
 
 def test_split_seeds_and_lengths():
-    assert synthetic.split_sequence_seed(0, "train", 3) == synthetic.split_sequence_seed(0, "train", 3)
-    assert synthetic.split_sequence_seed(0, "train", 3) != synthetic.split_sequence_seed(0, "val", 3)
+    # Pinned: a prepared synthetic dataset's sequences must be re-generated identically by later versions
+    # (numpy's SeedSequence is stable across releases).
+    assert synthetic.split_sequence_seed(0, "train", 3) == 198478470
+    train = {synthetic.split_sequence_seed(0, "train", k) for k in range(200)}
+    val = {synthetic.split_sequence_seed(0, "val", k) for k in range(200)}
+    other = {synthetic.split_sequence_seed(1, "train", k) for k in range(200)}
+    assert len(train) == len(val) == len(other) == 200 and not train & val and not train & other
     lengths = [synthetic.sequence_length(s, 50, 300) for s in range(200)]
     assert min(lengths) >= 50 and max(lengths) <= 300 and len(set(lengths)) > 50
 

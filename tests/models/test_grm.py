@@ -31,9 +31,18 @@ def test_eval_matches_official(tiny_model_and_variables, tiny_outputs, tag, thre
     np.testing.assert_array_equal(np.asarray(out["decisions"]), tiny_outputs[f"eval_{tag}_decisions"])
 
 
-def test_threshold_changes_decisions(tiny_model_and_variables, tiny_outputs):
-    """The two thresholds of the fixture really select different token sets (so the tests above can fail)."""
-    assert not np.array_equal(tiny_outputs["eval_t0_decisions"], tiny_outputs["eval_t0p4_decisions"])
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.4, 0.6])
+def test_threshold_selects_tokens(tiny_model_and_variables, tiny_outputs, threshold):
+    """Each layer's decisions follow τ on that run's own division log-probabilities: argmax at τ = 0, else a token
+    interacts iff p0 = exp(ℓ0) < τ (docs/model.md#inference-threshold); and τ changes which tokens interact."""
+    model, variables = tiny_model_and_variables
+    z, x, mask = tiny_inputs(tiny_outputs)
+    out = to_official_layout(model.apply(variables, z, x, mask, threshold=threshold))
+    logp, decisions = np.asarray(out["divide_logp"]), np.asarray(out["decisions"])
+    interact = np.exp(logp[..., 0]) < threshold if threshold else logp[..., 1] > logp[..., 0]
+    np.testing.assert_array_equal(decisions, interact.astype(decisions.dtype))
+    argmax = to_official_layout(model.apply(variables, z, x, mask, threshold=0.0))["decisions"]
+    assert threshold == 0.0 or not np.array_equal(decisions, np.asarray(argmax))
 
 
 def _train_pass(model, variables, outputs):
