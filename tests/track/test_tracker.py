@@ -38,10 +38,14 @@ def test_host_crop_tracker_reproduces_official_run(tiny_model_and_variables, ref
 
 
 def test_batched_equals_single(tiny_model_and_variables, refs):
-    """Three sequences of different lengths, two slots: the same boxes as one sequence at a time."""
+    """Three sequences of different lengths (the whole recording, a half, a sixth), two slots: the same boxes as one
+    sequence at a time."""
     model, variables = tiny_model_and_variables
     frames = refs["frames"]
-    sequences = [(frames[:40], refs["gt"][0]), (frames[5:25], refs["gt"][5]), (frames[10:17], refs["gt"][10])]
+    n = len(frames)
+    sequences = [(frames[start:start + length], refs["gt"][start])
+                 for start, length in ((0, n), (n // 8, n // 2), (n // 4, max(2, n // 6)))]
+    assert len({len(seq) for seq, _ in sequences}) == 3
     single = track_sequences(BatchTracker(model, variables, _params(refs), batch_size=1), sequences)
     done = []
     batched = track_sequences(BatchTracker(model, variables, _params(refs), batch_size=2), sequences,

@@ -22,6 +22,11 @@ def refs():
     return dict(np.load(OFFICIAL / "tracker_refs.npz"))
 
 
+def _even(shape) -> tuple[int, int]:
+    """The (h, w) an mp4v video of frames of ``shape`` (T, H, W, 3) decodes to: odd sizes padded by one."""
+    return shape[1] + shape[1] % 2, shape[2] + shape[2] % 2
+
+
 def _frame_count(path) -> tuple[int, tuple]:
     """Frames decoded from ``path`` by OpenCV and the (h, w) of the first."""
     capture = cv2.VideoCapture(str(path))
@@ -71,7 +76,7 @@ def test_overlay_frame_draws_both_boxes_text_and_chart(refs):
     assert tuple(out[gy + 20, gx]) == video.GT_COLOUR
     chart = video.ratio_chart(ratios, video.chart_size(frame.shape))
     h, w = chart.shape[:2]
-    assert (h, w) == (40, 80)  # a quarter of the 320 px width
+    assert video.chart_size((240, 320)) == (40, 80)  # a quarter of a 320 px width, half that high (≥ 40)
     np.testing.assert_array_equal(out[4:4 + h, frame.shape[1] - 4 - w:frame.shape[1] - 4], chart)
     assert np.any(out[5:20, 6:120] != video.overlay_frame(frame, box, gt, ratios, "")[5:20, 6:120])  # text
 
@@ -108,8 +113,8 @@ def test_recorder_on_the_tracker_hook(tmp_path, tiny_model_and_variables, refs):
     assert sorted(seen) == [(0, t) for t in range(12)] + [(1, t) for t in range(7)]
     assert [t for i, t in seen if i == 0] == list(range(12))
     assert recorder.writers == {}  # closed after each sequence's last frame
-    assert _frame_count(tmp_path / "long.mp4") == (12, (240, 320))
-    assert _frame_count(tmp_path / "short.mp4") == (7, (240, 320))
+    assert _frame_count(tmp_path / "long.mp4") == (12, _even(frames.shape))
+    assert _frame_count(tmp_path / "short.mp4") == (7, _even(frames.shape))
     assert sorted(p.name for p in (tmp_path / "long").iterdir()) == ["tokens_00005.png", "tokens_00010.png"]
     grid = cv2.imread(str(tmp_path / "long" / "tokens_00010.png"))
     assert grid.shape == (tokens.PAD + tokens.HEADER + 256 + tokens.PAD, tokens.PAD + 6 * 260, 3)
@@ -166,7 +171,7 @@ def test_track_cli_on_a_video_file(tmp_path, tiny_model_and_variables, refs):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "tracked 11 frames" in proc.stdout
-    assert _frame_count(tmp_path / "out.mp4") == (11, (240, 320))
+    assert _frame_count(tmp_path / "out.mp4") == (11, _even(refs["frames"].shape))
     assert sorted(os.listdir(tmp_path / "vis")) == ["boxes.txt", "tokens_00005.png", "tokens_00010.png"]
     boxes = np.loadtxt(tmp_path / "vis" / "boxes.txt", delimiter=",")
     capture = cv2.VideoCapture(str(clip))  # the frames the CLI saw: the decoded (lossy) video
