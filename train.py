@@ -12,6 +12,8 @@ import jax
 from absl import app, flags, logging
 
 from grm_jax import cli, compilation_cache, distributed
+from grm_jax.config import validate
+from grm_jax.train.run import train_and_evaluate
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM
 
@@ -19,13 +21,10 @@ _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here")
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from grm_jax.config import validate
-    from grm_jax.train.run import train_and_evaluate
-
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every step at INFO
     config = _CONFIG.value
@@ -43,6 +42,7 @@ def main(argv):
         if "comparison" in out["eval"]:
             print("\n" + out["eval"]["comparison"])
         print(f"report: {out['eval']['report']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import sys
 from collections.abc import Callable
 
 from absl import app, flags
+from ml_collections import config_flags
+
+from grm_jax.config import load_config_file
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 TRACEBACK_ENV = "GRM_JAX_TRACEBACK"
@@ -34,8 +37,6 @@ def flatten_keys(config, prefix: str = "") -> list[str]:
 def config_error(argv: list[str], config_flag: str = "config", default: str | None = None) -> str | None:
     """What is wrong with ``--config`` in ``argv``: a config file that does not exist, or the first
     ``--config.path=…`` override that the file does not define (with the nearest keys); ``None`` if neither."""
-    from grm_jax.config import load_config_file
-
     spec, overrides = None, []
     for i, arg in enumerate(argv[1:], 1):
         match = re.match(rf"--{config_flag}(=(.*))?$", arg)
@@ -65,8 +66,6 @@ def config_error(argv: list[str], config_flag: str = "config", default: str | No
 def define_config(default: str, help_string: str = "experiment config file", name: str = "config"):
     """``config_flags.DEFINE_config_file`` with the one-line errors: ml_collections reads ``--config.*``
     overrides from ``sys.argv`` already when the flag is defined, where an unknown key would be a traceback."""
-    from ml_collections import config_flags
-
     try:
         flag = config_flags.DEFINE_config_file(name, default, help_string)
     except Exception as err:  # noqa: BLE001
@@ -82,8 +81,6 @@ def define_config(default: str, help_string: str = "experiment config file", nam
 
 def config_help(default: str, name: str = "config") -> str:
     """Every key of the default config as an override with its default value, for ``--help``."""
-    from grm_jax.config import load_config_file
-
     try:
         config = load_config_file(default)
     except Exception:  # noqa: BLE001 - help without the list rather than no help

@@ -32,7 +32,9 @@ import numpy as np
 
 from grm_jax import checkpoints, losses
 from grm_jax.config import load_config_file
+from grm_jax.convert.official import official_to_variables
 from grm_jax.models import build_model, to_official_layout
+from grm_jax.train import trajectory
 
 MAPS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out")
 
@@ -137,8 +139,6 @@ def _load(args):
         variables, stored_config = checkpoints.load_variables(path)
         config = load_config_file(args.config) if args.config else stored_config
     else:
-        from grm_jax.convert.official import official_to_variables
-
         if not args.config:
             raise ValueError("--config is needed with a PyTorch checkpoint file")
         config = load_config_file(args.config)
@@ -148,8 +148,6 @@ def _load(args):
 
 def trajectory_main(argv) -> int:
     """``python -m grm_jax.compare trajectory ...``."""
-    from grm_jax.train import trajectory
-
     parser = argparse.ArgumentParser(prog="python -m grm_jax.compare trajectory",
                                      description=trajectory.__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the recorded model's config, e.g. configs/grm.py:tiny")

@@ -45,7 +45,7 @@ def enable(cache_dir: str | os.PathLike | None = None, min_compile_time_s: float
     path.mkdir(parents=True, exist_ok=True)
     if jax.config.jax_compilation_cache_dir not in (None, str(path)):
         # Already initialised for another directory in this process: start over with the new one.
-        from jax._src import compilation_cache as _cc
+        from jax._src import compilation_cache as _cc  # private JAX module: touched only in this rare case
 
         _cc.reset_cache()
     jax.config.update("jax_enable_compilation_cache", True)

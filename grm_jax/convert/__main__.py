@@ -19,11 +19,11 @@ import sys
 
 from grm_jax import checkpoints
 from grm_jax.config import load_config_file
+from grm_jax.convert.official import (init_variables, load_pretrained_backbone, official_to_variables,
+                                      write_state_dict)
 
 
 def _to_orbax(args):
-    from grm_jax.convert.official import official_to_variables
-
     config = load_config_file(args.config)
     variables = official_to_variables(args.input, config)
     step_dir = checkpoints.save_variables(args.output, variables, config, step=args.step)
@@ -31,16 +31,12 @@ def _to_orbax(args):
 
 
 def _to_torch(args):
-    from grm_jax.convert.official import write_state_dict
-
     variables, _ = checkpoints.load_variables(args.checkpoint, step=args.step)
     path = write_state_dict(variables, args.output)
     print(f"wrote {path}")
 
 
 def _init_backbone(args):
-    from grm_jax.convert.official import init_variables, load_pretrained_backbone
-
     config = load_config_file(args.config)
     variables, report = load_pretrained_backbone(init_variables(config, args.seed), args.pretrained, config,
                                                  patch_start_index=args.patch_start_index)

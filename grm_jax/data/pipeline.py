@@ -22,7 +22,9 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import cv2
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from grm_jax.data.sampling import sample_pair
 from grm_jax.data.source import FrameUnavailableError
@@ -160,8 +162,6 @@ def make_batch_dataset(config, sources, start_step: int = 0, num_devices: int = 
 
 def _ensure_absl_flags_parsed() -> None:
     """grain's worker processes read absl flags; outside an absl app (tests, scripts) use their defaults."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
 
@@ -181,8 +181,6 @@ def make_train_batches(config, sources, start_step: int = 0, num_devices: int | 
     endless). ``augment`` switches augmentations and official quirks (:class:`transforms.AugmentOptions`).
     """
     if num_devices is None or process_index is None or process_count is None:
-        import jax
-
         num_devices = jax.local_device_count() if num_devices is None else num_devices
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count

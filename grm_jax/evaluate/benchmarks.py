@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence as SequenceABC
 
 import numpy as np
+from tqdm import tqdm
 
 __all__ = [
     "BENCHMARKS",
@@ -686,6 +687,4 @@ def _progress(items: SequenceABC, description: str):
     """tqdm over long lists only (a full benchmark: hundreds of sequences, each an isfile per frame)."""
     if len(items) < 50:
         return items
-    from tqdm import tqdm
-
     return tqdm(items, desc=description, leave=False)

@@ -28,7 +28,9 @@ import sys
 from collections.abc import Sequence as SequenceABC
 
 import numpy as np
+from tqdm import tqdm
 
+from grm_jax.evaluate import metrics
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.evaluate.results import read_results, result_paths
 
@@ -74,19 +76,12 @@ def find_result_file(results_dir: str, seq: Sequence) -> str | None:
     return None
 
 
-def _metrics():
-    from grm_jax.evaluate import metrics  # imported lazily: developed alongside this module
-
-    return metrics
-
-
 def evaluate_tracker(results_dir: str, sequences: SequenceABC[Sequence], skip_missing: bool = False) -> dict:
     """``{sequence name: per-sequence metrics}`` for one result folder.
 
     A missing result file raises ``FileNotFoundError`` naming it, unless ``skip_missing`` (then it is left out).
     Each value is ``metrics.sequence_metrics(pred, seq.gt, seq.dataset, visible=seq.visible)``.
     """
-    metrics = _metrics()
     out = {}
     for seq in _progress(sequences, os.path.basename(os.path.normpath(results_dir))):
         path = find_result_file(results_dir, seq)
@@ -121,7 +116,6 @@ def summarize(per_sequence: SequenceABC, got10k: bool = False) -> dict:
     """
     if not per_sequence:
         raise ValueError("no sequences to summarise (no result file matched the benchmark's sequences)")
-    metrics = _metrics()
     total = metrics.summary(list(per_sequence))
     scores = {"AUC": total["auc"], "P@20": total["precision"], "NP@0.20": total["norm_precision"],
               "OP50": total["op50"], "OP75": total["op75"]}
@@ -195,12 +189,12 @@ def plot_curves(summaries: SequenceABC[TrackerSummary], out_dir: str, dataset: s
     Legend: ``name [score]`` sorted by that plot's score, best first (AUC for success, P@20, NP@0.20).
     Returns ``{kind: path}``.
     """
+    # matplotlib (slow to import, and needs its backend chosen first) only where a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = _metrics()
     os.makedirs(out_dir, exist_ok=True)
     dpi = 100
     paths = {}
@@ -239,8 +233,6 @@ def _progress(items, description):
     """tqdm over long sequence lists only."""
     if len(items) < 50:
         return items
-    from tqdm import tqdm
-
     return tqdm(items, desc=description, leave=False)
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grm_jax.boxes import clip_box
+from grm_jax.config import test_threshold
 from grm_jax.data.processing import normalize_image, sample_target, transform_box_to_crop
 from grm_jax.models.grm import inference_variables
 from grm_jax.models.head import decode_boxes
@@ -53,8 +54,6 @@ class TrackerParams:
     def from_config(cls, config, dataset: str | None = None, crop: str = "host",
                     threshold: float | None = None) -> TrackerParams:
         """``threshold``: the division threshold if given, else ``dataset``'s TEST.HYPER value, else 0."""
-        from grm_jax.config import test_threshold
-
         if threshold is None:
             threshold = test_threshold(config, dataset) if dataset else 0.0
         t = config.test

@@ -51,6 +51,7 @@ def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_group(records: list[dict], group: str):
     """A matplotlib Figure with the curves of ``group`` (a :data:`GROUPS` key); missing keys are left out."""
+    # matplotlib (slow to import, its backend chosen first) only where a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
