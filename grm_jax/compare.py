@@ -104,7 +104,7 @@ def compare(model, variables, reference: dict) -> list[Row]:
                              gumbel_noise=jnp.asarray(reference["train_gumbel_noise"]))
         if "search_box" in reference:
             _, status = losses.grm_loss(out["pred_boxes"], out["score_map"], jnp.asarray(reference["search_box"]),
-                                        search_size=model.search_size)
+                                        search_size=model.config.search_size)
             for key, value in status.items():
                 ref_key = "train_status_" + key.replace("/", "_")
                 if ref_key in reference:

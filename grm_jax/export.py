@@ -57,7 +57,7 @@ def make_prepare_fn(model, params: TrackerParams):
 def make_track_fn(model, params: TrackerParams):
     """``(variables, z, template_mask, frames, state, threshold) → outputs``: the Python tracker's device-crop
     step itself (:func:`grm_jax.track.tracker.device_track_fn`), so that both run the same program."""
-    window = hann2d(params.search_size // model.patch_size)
+    window = hann2d(params.search_size // model.config.patch_size)
     return device_track_fn(model, window, params.search_factor, params.search_size)
 
 
@@ -89,7 +89,7 @@ def export_tracker(model, variables, params: TrackerParams, frame_size: tuple[in
     if frame_size is not None:
         h, w = (int(v) for v in frame_size)
     t = params.template_size
-    nz = (t // model.patch_size) ** 2
+    nz = (t // model.config.patch_size) ** 2
     f32 = jnp.float32
     frames = jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8)
     boxes = jax.ShapeDtypeStruct((b, 4), f32)
@@ -112,7 +112,7 @@ def save_artefact(out_dir, model, variables, params: TrackerParams, frame_size=N
     np.savez(out_dir / "variables.npz", **flatten_variables(variables))
     meta = dict(template_factor=params.template_factor, template_size=params.template_size,
                 search_factor=params.search_factor, search_size=params.search_size, threshold=params.threshold,
-                patch_size=model.patch_size, division_layers=model.depth - 1,
+                patch_size=model.config.patch_size, division_layers=model.config.depth - 1,
                 frame_size=list(frame_size) if frame_size else None, platforms=list(platforms),
                 jax_version=jax.__version__, **(extra_meta or {}))
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

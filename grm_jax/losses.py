@@ -132,6 +132,20 @@ def l1_loss(pred_xyxy, gt_xyxy):
     return jnp.mean(jnp.abs(jnp.asarray(pred_xyxy) - jnp.asarray(gt_xyxy)))
 
 
+def division_entropy_loss(interaction_ratio, eps=1e-5):
+    """The official actor's optional division regulariser (``GRMActor.compute_losses(..., entropy=True)`` in
+    ``lib/train/actors/grm.py``; off in every shipped config):
+
+        L_entropy = mean over (batch, layers) of 1 + r·log2(r + eps) + (1 − r)·log2(1 − r + eps)
+
+    i.e. 1 − H(r) in bits for each layer's interaction ratio r (the fraction of search tokens that interact with
+    the template): ≈ 0 at r = 0.5, ≈ 1 when a layer lets every token or none interact. Its gradient reaches the
+    division MLPs through the straight-through ratio (grm_jax/models/relation.py ``gumbel_hard``).
+    """
+    r = jnp.asarray(interaction_ratio, jnp.float32)
+    return jnp.mean(1.0 + r * jnp.log2(r + eps) + (1.0 - r) * jnp.log2(1.0 - r + eps))
+
+
 def grm_loss(
     pred_boxes_cxcywh,
     score_map,

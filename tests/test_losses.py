@@ -9,6 +9,7 @@ import pytest
 
 from grm_jax.boxes import cxcywh_to_xyxy, xywh_to_xyxy
 from grm_jax.losses import (
+    division_entropy_loss,
     focal_loss,
     gaussian_heatmap,
     gaussian_radius,
@@ -180,3 +181,14 @@ def test_grm_loss_weights_query_axis_and_gradients():
     # status is stop-gradient'ed: differentiating through it gives zeros.
     zero = jax.grad(lambda p: grm_loss(p, score, gt, 256)[1]["Ls/total"])(jnp.asarray(pred))
     assert not np.any(zero)
+
+
+def test_division_entropy_loss_is_one_minus_the_binary_entropy():
+    """The official actor's optional term: 1 + r·log2(r + 1e-5) + (1 − r)·log2(1 − r + 1e-5), averaged."""
+    assert abs(float(division_entropy_loss(jnp.array([[0.5, 0.5]])))) < 1e-4  # ε shifts it by ~3e-5
+    np.testing.assert_allclose(float(division_entropy_loss(jnp.array([[0.0, 1.0]]))), 1.0, atol=2e-5)
+    r = np.array([[0.1, 0.7], [0.25, 0.99]])
+    expected = np.mean(1 + r * np.log2(r + 1e-5) + (1 - r) * np.log2(1 - r + 1e-5))
+    np.testing.assert_allclose(float(division_entropy_loss(jnp.asarray(r))), expected, rtol=1e-6)  # float32
+    grad = jax.grad(lambda x: division_entropy_loss(x))(jnp.array([[0.2, 0.8]]))
+    assert grad[0, 0] < 0 < grad[0, 1]  # descent moves every ratio towards 0.5

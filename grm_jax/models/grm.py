@@ -26,59 +26,38 @@ import ml_collections
 
 from grm_jax import config as config_lib
 from grm_jax.models.head import CenterHead, decode_boxes
+from grm_jax.models.model_config import DTYPES, ModelConfig
 from grm_jax.models.vit import VisionTransformer
 
 Array = Any
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class GRM(nn.Module):
     """GRM tracker network (docs/model.md). Build it from a config with :func:`build_model`."""
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    patch_size: int = 16
-    pos_embed_grid: int = 14
-    template_size: int = 128
-    search_size: int = 256
-    drop_path_rate: float = 0.1
-    tgt_type: str = "allmax"
-    divide_hidden: tuple[int, int] = (384, 192)
-    head_channels: int = 256
-    bn_axis_name: str | None = None
-    attention: str = "masked"  # or "fused" (inference only; see grm_jax/models/relation.py)
-    remat: bool = False  # per-block rematerialisation in training (config.train.remat = "block")
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    config: ModelConfig = ModelConfig()
 
-    @property
-    def template_grid(self) -> int:
-        return self.template_size // self.patch_size
+    def _check_inputs(self, template, search, template_mask, gumbel_noise, sample_keys):
+        cfg = self.config
 
-    @property
-    def search_grid(self) -> int:
-        return self.search_size // self.patch_size
-
-    def _check_inputs(self, template, search, template_mask, gumbel_noise):
         def check(name, array, expected):
             if tuple(array.shape) != tuple(expected):
                 raise ValueError(f"GRM input {name!r} has shape {tuple(array.shape)}, expected {tuple(expected)} "
                                  "(NHWC images; sizes from config.model.template_size/search_size)")
 
         batch = template.shape[0]
-        check("template", template, (batch, self.template_size, self.template_size, 3))
-        check("search", search, (batch, self.search_size, self.search_size, 3))
+        check("template", template, (batch, cfg.template_size, cfg.template_size, 3))
+        check("search", search, (batch, cfg.search_size, cfg.search_size, 3))
         if template_mask is not None:
-            check("template_mask", template_mask, (batch, self.template_grid ** 2))
+            check("template_mask", template_mask, (batch, cfg.num_template))
         if gumbel_noise is not None:
-            check("gumbel_noise", gumbel_noise, (self.depth - 1, batch, self.search_grid ** 2, 2))
+            check("gumbel_noise", gumbel_noise, (cfg.depth - 1, batch, cfg.num_search, 2))
+        if sample_keys is not None:
+            check("sample_keys", sample_keys, (batch, 2))
 
     @nn.compact
     def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, ratio=0.0,
-                 gumbel_noise=None, sample_ids=None):
+                 sample_keys=None, gumbel_noise=None):
         """Forward pass.
 
         Args:
@@ -89,24 +68,20 @@ class GRM(nn.Module):
           threshold: inference division threshold (docs/model.md#inference-threshold); an array is fine and does
             not recompile.
           ratio: inference top-K forcing ratio (never used by the official tracker).
-          gumbel_noise: (L−1, B, Ns, 2) Gumbel sample to use in training instead of the ``gumbel`` RNG stream.
-          sample_ids: (B,) int, each sample's global index in the batch: DropPath draws sample i's masks from
-            it (default 0 … B−1), so that they do not depend on how the batch is split across devices.
+          sample_keys: (B, 2) uint32, one PRNG key per sample (training; :func:`grm_jax.models.layers.sample_keys`
+            folds the seed, the step and the sample's global index): every layer derives its Gumbel noise and
+            DropPath masks from them, so a sample's draws do not depend on how the batch is split across devices.
+          gumbel_noise: (L−1, B, Ns, 2) recorded Gumbel noise used instead of the drawn one (the parity tests').
         """
-        self._check_inputs(template, search, template_mask, gumbel_noise)
-        tokens, aux = VisionTransformer(
-            embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias, patch_size=self.patch_size, pos_embed_grid=self.pos_embed_grid,
-            template_grid=self.template_grid, search_grid=self.search_grid, drop_path_rate=self.drop_path_rate,
-            tgt_type=self.tgt_type, divide_hidden=tuple(self.divide_hidden), attention=self.attention,
-            remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, name="backbone",
-        )(template.astype(self.dtype), search.astype(self.dtype), template_mask, train=train,
-          threshold=threshold, ratio=ratio, gumbel_noise=gumbel_noise, sample_ids=sample_ids)
+        cfg = self.config
+        self._check_inputs(template, search, template_mask, gumbel_noise, sample_keys)
+        tokens, aux = VisionTransformer(cfg, name="backbone")(
+            template.astype(cfg.dtype), search.astype(cfg.dtype), template_mask, train=train, threshold=threshold,
+            ratio=ratio, gumbel_noise=gumbel_noise, keys=sample_keys)
 
-        batch, s = tokens.shape[0], self.search_grid
-        feat = tokens[:, -s * s:].reshape(batch, s, s, self.embed_dim)  # token t → (t // S, t mod S)
-        score, size, offset = CenterHead(channels=self.head_channels, bn_axis_name=self.bn_axis_name,
-                                         dtype=self.dtype, param_dtype=self.param_dtype, name="box_head")(feat, train)
+        batch, s = tokens.shape[0], cfg.search_grid
+        feat = tokens[:, -s * s:].reshape(batch, s, s, cfg.embed_dim)  # token t → (t // S, t mod S)
+        score, size, offset = CenterHead(cfg, name="box_head")(feat, train)
         decisions = jnp.stack([a["decision"] for a in aux])
         return dict(
             pred_boxes=decode_boxes(score, size, offset)[:, None, :],
@@ -123,14 +98,7 @@ class GRM(nn.Module):
 def build_model(config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> GRM:
     """The GRM described by ``config.model`` (validated first; a bad value raises naming its key)."""
     config_lib.validate(config)
-    m = config.model
-    return GRM(
-        embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qkv_bias=m.qkv_bias,
-        patch_size=m.patch_size, pos_embed_grid=m.pos_embed_grid, template_size=m.template_size,
-        search_size=m.search_size, drop_path_rate=m.drop_path_rate, tgt_type=m.tgt_type,
-        divide_hidden=tuple(m.divide_hidden), head_channels=m.head_channels, bn_axis_name=bn_axis_name,
-        attention=m.attention, remat=config.train.remat == "block", dtype=DTYPES[m.dtype],
-    )
+    return GRM(ModelConfig.from_config(config, bn_axis_name))
 
 
 def inference_variables(variables: dict, dtype: str | Any) -> dict:

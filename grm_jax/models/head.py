@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from grm_jax.models.relation import accumulate_kwargs
-from grm_jax.models.vit import uniform_fan_in
+from grm_jax.models.layers import accumulate_kwargs, uniform_fan_in
+from grm_jax.models.model_config import ModelConfig
 
 Array = Any
 BN_EPS = 1e-5
@@ -38,13 +38,12 @@ class BatchNorm(nn.Module):
     epsilon: float = BN_EPS
     axis_name: str | None = None
     dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        scale = self.param("scale", nn.initializers.ones, (features,))
+        bias = self.param("bias", nn.initializers.zeros, (features,))
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         tracked = self.variable("batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
@@ -78,26 +77,24 @@ class CenterHead(nn.Module):
     score = clamp(sigmoid(ctr), 1e-4, 1−1e-4); size = clamp(sigmoid(size), 1e-4, 1−1e-4); offset raw.
     """
 
-    channels: int = 256
-    bn_axis_name: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    config: ModelConfig
 
     def conv(self, features, kernel, fan_in, name):
+        dtype = self.config.dtype
         return nn.Conv(features, (kernel, kernel), padding=[(kernel // 2, kernel // 2)] * 2,
                        kernel_init=nn.initializers.xavier_uniform(), bias_init=uniform_fan_in(fan_in),
-                       dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                       **accumulate_kwargs(self.dtype, conv=True))
+                       dtype=dtype, name=name, **accumulate_kwargs(dtype, conv=True))
 
     @nn.compact
     def __call__(self, feat, train: bool = False):
-        widths = [feat.shape[-1], self.channels, self.channels // 2, self.channels // 4, self.channels // 8]
+        c = self.config.head_channels
+        widths = [feat.shape[-1], c, c // 2, c // 4, c // 8]
         maps = {}
         for branch in BRANCHES:
             x = feat
             for i in range(1, 5):
                 x = self.conv(widths[i], 3, widths[i - 1] * 9, f"conv{i}_{branch}_0")(x)
-                x = BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
+                x = BatchNorm(axis_name=self.config.bn_axis_name, dtype=self.config.dtype,
                               name=f"conv{i}_{branch}_1")(x, train)
                 x = nn.relu(x)
             maps[branch] = self.conv(BRANCH_OUT[branch], 1, widths[4], f"conv5_{branch}")(x).astype(jnp.float32)

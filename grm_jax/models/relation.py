@@ -26,7 +26,6 @@ Pure functions plus the one linen module that owns the weights (:class:`Attentio
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -34,67 +33,14 @@ import jax
 import jax.numpy as jnp
 
 from grm_jax.config import ATTENTION_IMPLS, TGT_TYPES
+from grm_jax.models.layers import accumulate_kwargs, dense_init, gelu, layer_key
+from grm_jax.models.model_config import ModelConfig
 
 EPS = 1e-6  # the masked softmax's ε (docs/model.md#masked-softmax)
 # Policy columns (docs/model.md#attention-mask).
 TEMPLATE, SEARCH_ONLY, INTERACT = 0, 1, 2
 
 Array = Any
-
-
-def dense_init():
-    """timm's ``trunc_normal_(std=0.02)`` truncates at ±2 absolute, i.e. ~100σ: effectively N(0, 0.02²)."""
-    return nn.initializers.normal(stddev=0.02)
-
-
-def gelu(x):
-    """GELU, exact erf form (PyTorch ``nn.GELU()``; Flax's default is the tanh approximation)."""
-    return jax.nn.gelu(x, approximate=False)
-
-
-def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                   feature_group_count=1, precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` for NHWC × HWIO as one matmul over gathered patches (im2col).
-
-    Non-overlapping patches (stride = kernel, the patch embedding) are a reshape; otherwise the kh·kw shifted
-    strided views are concatenated along channels. Same products and sums as the convolution, in another order.
-    Used for lower-precision convolutions, which XLA's CPU backend runs far below its bfloat16 matmul rate (it
-    converts to float32); dilated, grouped or non-NHWC calls go to ``lax.conv_general_dilated``.
-    """
-    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    dilated = any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-    if (lhs.ndim != 4 or dilated or feature_group_count != 1 or isinstance(padding, str) and padding != "VALID"
-            or dimension_numbers not in (None, nhwc)):
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, precision=precision,
-                                            preferred_element_type=preferred_element_type)
-    kh, kw, cin, cout = rhs.shape
-    sh, sw = window_strides
-    if not isinstance(padding, str):
-        lhs = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    b, h, w, c = lhs.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    if (kh, kw) == (sh, sw) and (h, w) == (oh * kh, ow * kw):
-        cols = lhs.reshape(b, oh, kh, ow, kw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, oh, ow, kh * kw * c)
-    else:
-        cols = jnp.concatenate([
-            jax.lax.slice(lhs, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)], axis=-1)
-    return jax.lax.dot_general(cols, rhs.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
-                               precision=precision, preferred_element_type=preferred_element_type)
-
-
-def accumulate_kwargs(dtype, conv: bool = False) -> dict:
-    """Keyword arguments for a Flax ``Dense`` (or ``Conv``) computing in ``dtype``: none for float32 (the
-    reference program, unchanged); for a lower precision, operands in ``dtype`` with float32 accumulation and
-    output (``preferred_element_type``), convolutions as matmuls (:func:`conv_as_matmul`). On CPU this is also
-    the fast path: a bfloat16 dot with bfloat16 output runs below the float32 rate, one with float32 output uses
-    the AVX512-BF16 kernels at about twice it; a bfloat16 convolution runs at the float32 rate or below."""
-    if jnp.dtype(dtype) == jnp.float32:
-        return {}
-    if conv:
-        return dict(conv_general_dilated=functools.partial(conv_as_matmul, preferred_element_type=jnp.float32))
-    return dict(dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32))
 
 
 def template_box_mask(box_xywh: Array, grid: int) -> Array:
@@ -246,71 +192,77 @@ def fused_attention(q: Array, k: Array, v: Array, visible: Array | None = None) 
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention of one block, with the division module when ``divide`` (blocks 1..L−1).
+    """Multi-head self-attention of block ``index``, with the division module when ``divide`` (blocks 1..L−1).
 
     Returns ``(out, aux)``; ``aux`` is None for a plain block, else a dict with ``logp`` (B,Ns,2) and
-    ``decision`` (B,Ns,2), the one-hot choice (straight-through in training). ``attention``: ``masked`` (the
+    ``decision`` (B,Ns,2), the one-hot choice (straight-through in training). ``config.attention``: ``masked`` (the
     reference) or ``fused`` (inference only; training always takes the reference path, see the module docstring).
+    In training the Gumbel noise is drawn from each sample's key, stream ``index``
+    (grm_jax/models/layers.py), unless ``gumbel_noise`` (B,Ns,2) is given (the parity tests' recorded noise).
     """
 
-    dim: int
-    num_heads: int
-    qkv_bias: bool = True
+    config: ModelConfig
     divide: bool = False
-    num_template: int = 64
-    tgt_type: str = "allmax"
-    divide_hidden: tuple[int, int] = (384, 192)
-    attention: str = "masked"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    index: int = 0
 
     def _dense(self, features, name, use_bias=True):
-        return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init(), dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=name, **accumulate_kwargs(self.dtype))
+        dtype = self.config.dtype
+        return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init(), dtype=dtype, name=name,
+                        **accumulate_kwargs(dtype))
 
     def divide_predict(self, u: Array, template_mask: Array | None) -> Array:
         """ℓ (B,Ns,2) = LogSoftmax(Linear(GELU(Linear(GELU(Linear([u_x, t])))))) per search token
         (docs/model.md#predictor)."""
-        u_z, u_x = u[:, :self.num_template], u[:, self.num_template:]
-        t = target_representation(u_z, self.tgt_type, template_mask)
+        nz = self.config.num_template
+        u_z, u_x = u[:, :nz], u[:, nz:]
+        t = target_representation(u_z, self.config.tgt_type, template_mask)
         h = jnp.concatenate([u_x, jnp.broadcast_to(t, u_x.shape)], axis=-1)
-        h = gelu(self._dense(self.divide_hidden[0], "divide_predict_0")(h))
-        h = gelu(self._dense(self.divide_hidden[1], "divide_predict_2")(h))
+        h = gelu(self._dense(self.config.divide_hidden[0], "divide_predict_0")(h))
+        h = gelu(self._dense(self.config.divide_hidden[1], "divide_predict_2")(h))
         h = self._dense(2, "divide_predict_4")(h)
         return jax.nn.log_softmax(h.astype(jnp.float32), axis=-1)
 
+    def gumbel(self, keys: Array | None, shape) -> Array:
+        """Gumbel noise (B,Ns,2), sample g's from fold_in(keys[g], index)."""
+        if keys is None:
+            raise ValueError("a training call needs per-sample keys: model.apply(..., train=True, "
+                             "sample_keys=grm_jax.models.layers.sample_keys(seed_key, step, sample_ids)) "
+                             "or recorded gumbel_noise")
+        return jax.vmap(lambda k: jax.random.gumbel(k, shape[1:], jnp.float32))(layer_key(keys, self.index))
+
     @nn.compact
-    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None):
-        if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"attention = {self.attention!r} is not one of {list(ATTENTION_IMPLS)}")
+    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None,
+                 keys=None):
+        cfg = self.config
+        if cfg.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention = {cfg.attention!r} is not one of {list(ATTENTION_IMPLS)}")
         batch, n, dim = x.shape
-        head_dim = dim // self.num_heads
-        qkv = self._dense(3 * dim, "qkv", use_bias=self.qkv_bias)(x)
+        head_dim = dim // cfg.num_heads
+        qkv = self._dense(3 * dim, "qkv", use_bias=cfg.qkv_bias)(x)
         # Output rows are q ‖ k ‖ v, each split into heads of head_dim consecutive rows
         # (docs/model.md#state-dict-layout).
-        qkv = qkv.reshape(batch, n, 3, self.num_heads, head_dim).astype(self.dtype)
+        qkv = qkv.reshape(batch, n, 3, cfg.num_heads, head_dim).astype(cfg.dtype)
 
         aux = decision = None
         if self.divide:
             logp = self.divide_predict(x, template_mask)
             if train:
-                if gumbel_noise is None:
-                    gumbel_noise = jax.random.gumbel(self.make_rng("gumbel"), logp.shape, logp.dtype)
-                decision = gumbel_hard(logp, gumbel_noise)
+                noise = self.gumbel(keys, logp.shape) if gumbel_noise is None else gumbel_noise
+                decision = gumbel_hard(logp, noise)
             else:
                 decision = select_tokens(logp, threshold, ratio)
             aux = dict(logp=logp, decision=decision)
 
-        if self.attention == "fused" and not train:
-            visible = visibility_mask(decision, self.num_template) if self.divide else None
+        if cfg.attention == "fused" and not train:
+            visible = visibility_mask(decision, cfg.num_template) if self.divide else None
             out = fused_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], visible)
         else:
             # float32 logits and weights whatever the dtype (a no-op for float32: the reference program).
-            acc = {} if jnp.dtype(self.dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
+            acc = {} if jnp.dtype(cfg.dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
             if self.divide:
-                weights = masked_softmax(logits, attention_mask(token_policy(decision, self.num_template)))
+                weights = masked_softmax(logits, attention_mask(token_policy(decision, cfg.num_template)))
             else:
                 weights = jax.nn.softmax(logits, axis=-1)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;

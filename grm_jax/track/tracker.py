@@ -120,7 +120,7 @@ def device_template_fn(model, template_factor: float, template_size: int) -> Cal
     """The device-crop initialisation, ``(frames (B,H,W,3) uint8, boxes (B,4) float32) → (z, template_mask)``:
     template crop on the device, normalised exactly as on the host, and its box mask (docs/model.md#template-box-mask).
     Shared by :class:`BatchTracker` (``crop='device'``) and :mod:`grm_jax.export`, like :func:`device_track_fn`."""
-    grid = template_size // model.patch_size
+    grid = template_size // model.config.patch_size
 
     def prepare(frames, boxes):
         crops, rf = device_crop.sample_target(frames, boxes, template_factor, template_size)
@@ -177,16 +177,16 @@ class BatchTracker:
     def __init__(self, model, variables, params: TrackerParams, batch_size: int = 1, maps: bool = True):
         # Lower-precision models: kernels cast once here instead of in every call (bit-identical outputs); the
         # variables, and the templates between initialisations, stay on the device.
-        variables = jax.device_put(inference_variables(variables, model.dtype))
+        variables = jax.device_put(inference_variables(variables, model.config.dtype))
         self.model, self.variables, self.params, self.batch_size = model, variables, params, batch_size
         self.maps = maps
         p = params
-        if p.template_size != model.template_size or p.search_size != model.search_size:
+        if p.template_size != model.config.template_size or p.search_size != model.config.search_size:
             raise ValueError(f"tracker crop sizes {p.template_size}/{p.search_size} do not match the model's "
-                             f"{model.template_size}/{model.search_size}")
+                             f"{model.config.template_size}/{model.config.search_size}")
         if p.crop not in ("host", "device"):
             raise ValueError(f"crop = {p.crop!r} is not 'host' or 'device'")
-        grid = p.search_size // model.patch_size
+        grid = p.search_size // model.config.patch_size
         window = hann2d(grid) if p.hann_window else np.ones((grid, grid), np.float32)
         self.network = make_network_step(model, window, maps)
         self.device_step = self.device_template = None
@@ -194,7 +194,7 @@ class BatchTracker:
             self.device_step = jax.jit(device_track_fn(model, window, p.search_factor, p.search_size, maps))
             self.device_template = jax.jit(device_template_fn(model, p.template_factor, p.template_size))
         self.threshold = jnp.float32(p.threshold)
-        grid = p.template_size // model.patch_size
+        grid = p.template_size // model.config.patch_size
         self.z = np.zeros((batch_size, p.template_size, p.template_size, 3), np.float32)
         self.template_mask = np.zeros((batch_size, grid * grid), np.float32)
         self.state = np.zeros((batch_size, 4), np.float64)
@@ -213,7 +213,7 @@ class BatchTracker:
             crop, rf, _ = sample_target(frame, box, p.template_factor, p.template_size)
             self.z[slot] = normalize_image(crop)
             crop_box = transform_box_to_crop(box, box, rf, p.template_size)
-            grid = p.template_size // self.model.patch_size
+            grid = p.template_size // self.model.config.patch_size
             self.template_mask[slot] = np.asarray(template_box_mask(crop_box[None], grid))[0]
         self.state[slot] = box
         self._template_on_device = None

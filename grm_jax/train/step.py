@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from grm_jax import losses
+from grm_jax.models.layers import sample_keys
 
 AXIS = "batch"
 
@@ -32,23 +33,6 @@ class TrainState:
 def create_state(params, batch_stats, optimizer) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=optimizer.init(params))
-
-
-def gumbel_noise(seed_key, step, sample_ids, num_layers: int, num_search: int):
-    """Gumbel noise (L−1, b, Ns, 2) where sample g's slice is drawn from fold_in(fold_in(key(seed), step), g).
-
-    Keyed by the global sample index, not the device: the same global batch gets the same token decisions on 1
-    device or on 4.
-    """
-    step_key = jax.random.fold_in(seed_key, step)
-    draw = lambda g: jax.random.gumbel(jax.random.fold_in(step_key, g), (num_layers, num_search, 2))
-    return jnp.transpose(jax.vmap(draw)(sample_ids), (1, 0, 2, 3))
-
-
-def droppath_rng(seed_key, step):
-    """The ``droppath`` stream of one step: fold_in(fold_in(key(seed), step), 1 << 20), the same on every device;
-    DropPath folds each sample's global index into its draws (grm_jax/models/vit.py ``DropPath``)."""
-    return jax.random.fold_in(jax.random.fold_in(seed_key, step), 1 << 20)
 
 
 def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: str | None = AXIS,
@@ -70,21 +54,24 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
         device = jax.lax.axis_index(axis_name) if axis_name else 0
         local = batch["search"].shape[0]
         sample_ids = device * local + jnp.arange(local)  # global indices: the draws follow samples, not devices
-        if "gumbel_noise" in batch:
-            noise = jnp.transpose(batch["gumbel_noise"], (1, 0, 2, 3))
-        else:
-            noise = gumbel_noise(seed_key, state.step, sample_ids, model.depth - 1,
-                                 (model.search_size // model.patch_size) ** 2)
-        rngs = {"droppath": droppath_rng(seed_key, state.step)}
+        # Every layer draws its Gumbel noise and DropPath masks from these keys (grm_jax/models/layers.py);
+        # recorded noise, where the batch carries it, replaces the Gumbel draws (the trajectory parity test).
+        keys = sample_keys(seed_key, state.step, sample_ids)
+        noise = jnp.transpose(batch["gumbel_noise"], (1, 0, 2, 3)) if "gumbel_noise" in batch else None
 
         def loss_fn(params):
             out, new_state = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, batch["template"], batch["search"],
-                batch.get("template_mask"), train=True, gumbel_noise=noise, sample_ids=sample_ids, rngs=rngs,
+                batch.get("template_mask"), train=True, sample_keys=keys, gumbel_noise=noise,
                 mutable=["batch_stats"])
             total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
-                                            search_size=model.search_size, giou_weight=t.giou_weight,
+                                            search_size=model.config.search_size, giou_weight=t.giou_weight,
                                             l1_weight=t.l1_weight, focal_weight=t.focal_weight)
+            if t.entropy_weight:  # the official actor's entropy=True (weight 1); off in the official configs
+                entropy = losses.division_entropy_loss(out["interaction_ratio"])
+                total = total + t.entropy_weight * entropy
+                status = {**status, "Ls/total": jax.lax.stop_gradient(total),
+                          "Ls/entropy": jax.lax.stop_gradient(entropy)}
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])
 
         (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -91,7 +91,7 @@ def load(path) -> Trajectory:
 
 
 def replay_config(config: ml_collections.ConfigDict, trajectory: Trajectory) -> ml_collections.ConfigDict:
-    """``config`` (the recorded model's, e.g. ``configs/grm_tiny.py``) with the recording's training settings:
+    """``config`` (the recorded model's, e.g. ``configs/grm.py:tiny``) with the recording's training settings:
     its learning rate, multiplier, weight decay, clipping and loss weights, its batch, DropPath off, and its one
     learning-rate drop (×0.1) after ``drop_after`` steps (one step per epoch, at most one drop)."""
     m, config = trajectory.meta, ml_collections.ConfigDict(config.to_dict())

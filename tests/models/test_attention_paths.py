@@ -20,7 +20,7 @@ from helpers import load_config, tiny_inputs
 from grm_jax import losses
 from grm_jax.flops import iter_eqns
 from grm_jax.convert.state_dict import state_dict_to_variables
-from grm_jax.models import build_model, relation, to_official_layout
+from grm_jax.models import build_model, layers, relation, to_official_layout
 
 MAP_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
 
@@ -62,7 +62,7 @@ def _train_pass(model, variables, outputs):
             out, _ = model.apply({**variables, "params": params}, z, x, mask, train=True, gumbel_noise=noise,
                                  mutable=["batch_stats"])
             total, _ = losses.grm_loss(out["pred_boxes"], out["score_map"], jnp.asarray(outputs["search_box"]),
-                                       search_size=model.search_size)
+                                       search_size=model.config.search_size)
             return total, out
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -197,7 +197,7 @@ def test_conv_as_matmul_is_the_convolution(image, kernel, strides, padding):
     w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
     ref = jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn, precision="highest")
-    out = relation.conv_as_matmul(x, w, strides, padding, dimension_numbers=dn, precision="highest")
+    out = layers.conv_as_matmul(x, w, strides, padding, dimension_numbers=dn, precision="highest")
     # float32 sums of up to 768 unit-variance products (|values| ≲ 100): measured ≤ 3.3e-5 abs.
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-4)
 
@@ -230,7 +230,7 @@ def test_bfloat16_matmuls_accumulate_in_float32_and_the_rest_stays_float32(bf16,
         out, _ = model.apply({**variables, "params": params}, z, x, mask, train=True, gumbel_noise=noise,
                              mutable=["batch_stats"])
         return losses.grm_loss(out["pred_boxes"], out["score_map"], jnp.asarray(tiny_outputs["search_box"]),
-                               search_size=model.search_size)[0]
+                               search_size=model.config.search_size)[0]
 
     closed = jax.make_jaxpr(jax.value_and_grad(loss_fn))(variables["params"])
     assert all(aval.dtype == jnp.float32 for aval in closed.out_avals)  # loss and gradients
@@ -255,12 +255,8 @@ def test_bfloat16_train_step_runs(tiny_outputs):
     """One step of grm_jax/train/step.py with dtype='bfloat16': finite, float32 parameters and optimiser state,
     gradients into the division MLP, loss next to the float32 one."""
     from grm_jax.train.optimizer import make_optimizer
-    from grm_jax.train.step import (
-        create_state,
-        droppath_rng,
-        gumbel_noise,
-        make_train_step,
-    )
+    from grm_jax.models import sample_keys
+    from grm_jax.train.step import create_state, make_train_step
 
     z, x, mask = tiny_inputs(tiny_outputs)
     batch = dict(template=z, search=x, template_mask=mask, search_anno=jnp.asarray(tiny_outputs["search_box"]))
@@ -280,21 +276,22 @@ def test_bfloat16_train_step_runs(tiny_outputs):
     moved = [jnp.max(jnp.abs(a - b)) for a, b in zip(_divide_grads(new_state.params), _divide_grads(state.params))]
     assert min(float(m) for m in moved) > 0  # every division-MLP tensor was updated
 
-    # The float32 model's loss on the same batch, weights, Gumbel noise and DropPath masks as the step's.
+    # The float32 model's focal loss on the same batch, weights, Gumbel noise and DropPath masks as the step's.
+    # The focal term is compared because it is continuous in the score map: the box terms read the box at the
+    # score map's argmax, and in this untrained model two cells of sample 0 are within bfloat16 rounding of each
+    # other (cell 41 vs 19), so GIoU/L1 jump between them (total 27.83 vs 27.28).
     config.model.dtype = "float32"
     model32 = build_model(config)
-    key = jax.random.PRNGKey(0)
-    noise = gumbel_noise(key, 0, jnp.arange(z.shape[0]), model.depth - 1, (model.search_size // 16) ** 2)
+    keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(z.shape[0]))
 
     @jax.jit
-    def loss32(variables):
-        out, _ = model32.apply(variables, z, x, mask, train=True, gumbel_noise=noise,
-                               rngs={"droppath": droppath_rng(key, 0)}, mutable=["batch_stats"])
+    def focal32(variables):
+        out, _ = model32.apply(variables, z, x, mask, train=True, sample_keys=keys, mutable=["batch_stats"])
         return losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
-                               search_size=model.search_size)[0]
+                               search_size=model.config.search_size)[1]["Ls/loc"]
 
-    # Measured: 27.2844 (bfloat16) vs 27.3077 (float32), 8.5e-4 relative; 5e-3 allowed.
-    np.testing.assert_allclose(float(metrics["Ls/total"]), float(loss32(variables)), rtol=5e-3)
+    # Measured: 22.7452 (bfloat16) vs 22.7736 (float32), 1.2e-3 relative; 5e-3 allowed.
+    np.testing.assert_allclose(float(metrics["Ls/loc"]), float(focal32(variables)), rtol=5e-3)
 
 
 def test_masked_attention_stores_no_mask_and_no_extra_per_head_array(tiny_model_and_variables, tiny_outputs):
@@ -308,7 +305,7 @@ def test_masked_attention_stores_no_mask_and_no_extra_per_head_array(tiny_model_
     model, variables = tiny_model_and_variables
     z, x, mask = tiny_inputs(tiny_outputs)
     n = z.shape[1] * z.shape[2] // 256 + x.shape[1] * x.shape[2] // 256
-    b, h = z.shape[0], model.num_heads
+    b, h = z.shape[0], model.config.num_heads
     text = jax.jit(lambda v, t: model.apply(v, z, x, mask, threshold=t)).lower(variables, jnp.float32(0)) \
         .compile().as_text()
     shapes = collections.Counter()
@@ -324,4 +321,4 @@ def test_masked_attention_stores_no_mask_and_no_extra_per_head_array(tiny_model_
     per_head = shapes[(b, h, n, n)] + shapes[(b * h, n, n)]
     assert shapes[(b, h, n, n)] > 0
     # 2 per block, + at most one constant broadcast the blocks share.
-    assert per_head <= 2 * model.depth + 1, shapes
+    assert per_head <= 2 * model.config.depth + 1, shapes

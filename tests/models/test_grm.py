@@ -11,7 +11,7 @@ from flax import traverse_util
 from helpers import load_config, tiny_inputs
 from grm_jax import losses
 from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
-from grm_jax.models import build_model, relation, to_official_layout
+from grm_jax.models import build_model, relation, sample_keys, to_official_layout
 
 EVAL_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
 # float32 rounding through 4 blocks and the head: observed ≤ 7e-6 abs; the parity target is 1e-5 abs.
@@ -53,7 +53,7 @@ def _train_pass(model, variables, outputs):
         out, new_state = model.apply({**variables, "params": params}, z, x, mask, train=True, gumbel_noise=noise,
                                      mutable=["batch_stats"])
         total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], jnp.asarray(outputs["search_box"]),
-                                        search_size=model.search_size)
+                                        search_size=model.config.search_size)
         return total, (out, new_state, status)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
@@ -120,7 +120,7 @@ def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tin
         _, grads = _train_pass(model, variables, tiny_outputs)
         flat = traverse_util.flatten_dict(grads)
         leaves = [leaf for path, leaf in flat.items() if path[-2].startswith("divide_predict")]
-        assert len(leaves) == 3 * 2 * (model.depth - 1)
+        assert len(leaves) == 3 * 2 * (model.config.depth - 1)
         return float(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
 
     assert divide_grad_norm() > 0
@@ -159,20 +159,24 @@ def test_wrong_input_shape_names_the_input(tiny_model_and_variables, tiny_output
                     mutable=["batch_stats"])
 
 
-def test_train_mode_draws_gumbel_and_droppath_from_named_streams(tiny_outputs):
+def test_train_mode_draws_gumbel_and_droppath_from_the_sample_keys(tiny_outputs):
+    """Every layer's draws come from the per-sample keys: same keys, same pass; another sample's key changes that
+    sample only; no keys (and no recorded noise) is an error that says what to pass."""
     config = load_config("tiny")
+    config.model.drop_path_rate = 0.5
     model = build_model(config)
     z, x, mask = tiny_inputs(tiny_outputs)
     variables = model.init(jax.random.PRNGKey(0), z, x, mask)
 
-    def run(seed):
-        rngs = {"gumbel": jax.random.PRNGKey(seed), "droppath": jax.random.PRNGKey(seed + 100)}
-        out, _ = model.apply(variables, z, x, mask, train=True, rngs=rngs, mutable=["batch_stats"])
+    def run(ids, seed=0):
+        keys = sample_keys(jax.random.PRNGKey(seed), 3, jnp.asarray(ids))
+        out, _ = model.apply(variables, z, x, mask, train=True, sample_keys=keys, mutable=["batch_stats"])
         return out
 
-    a, b, c = run(0), run(0), run(1)
-    np.testing.assert_array_equal(a["score_map"], b["score_map"])  # same keys → same pass
-    assert not np.array_equal(a["decisions"], c["decisions"])  # other keys → other Gumbel sample
-    with pytest.raises(Exception, match="gumbel"):
-        model.apply(variables, z, x, mask, train=True, rngs={"droppath": jax.random.PRNGKey(0)},
-                    mutable=["batch_stats"])
+    a, b, c = run([0, 1]), run([0, 1]), run([0, 7])
+    np.testing.assert_array_equal(a["backbone_out"], b["backbone_out"])  # same keys → same pass
+    np.testing.assert_array_equal(a["decisions"][:, 0], c["decisions"][:, 0])  # sample 0's draws: its own key
+    assert not np.array_equal(a["decisions"][:, 1], c["decisions"][:, 1])  # sample 1 got another key
+    assert not np.array_equal(a["decisions"], run([0, 1], seed=1)["decisions"])  # another seed
+    with pytest.raises(ValueError, match="sample_keys"):
+        model.apply(variables, z, x, mask, train=True, mutable=["batch_stats"])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from helpers import load_config
-from grm_jax.models import build_model, example_inputs, host_init
+from grm_jax.models import build_model, example_inputs, host_init, sample_keys
 
 
 def _loss_and_grads(remat: str):
@@ -19,11 +19,11 @@ def _loss_and_grads(remat: str):
     rng = np.random.default_rng(0)
     template = jnp.asarray(rng.normal(size=(2, 64, 64, 3)), jnp.float32)
     search = jnp.asarray(rng.normal(size=(2, 128, 128, 3)), jnp.float32)
-    rngs = {"droppath": jax.random.PRNGKey(1), "gumbel": jax.random.PRNGKey(2)}
+    keys = sample_keys(jax.random.PRNGKey(1), 0, jnp.arange(2))
 
     def loss(params):
         out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, template, search,
-                             train=True, rngs=rngs, mutable=["batch_stats"])
+                             train=True, sample_keys=keys, mutable=["batch_stats"])
         return jnp.sum(out["score_map"] ** 2) + jnp.sum(out["size_map"]), out["interaction_ratio"]
 
     (value, ratio), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])

@@ -69,7 +69,7 @@ def test_the_exempt_biases_really_get_no_gradient(recorded):
                              batch["search"], batch["template_mask"], train=True, mutable=["batch_stats"],
                              gumbel_noise=jnp.transpose(batch["gumbel_noise"], (1, 0, 2, 3)))
         return losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
-                               search_size=model.search_size)[0]
+                               search_size=model.config.search_size)[0]
 
     grads = variables_to_state_dict({"params": jax.grad(loss_fn)(variables["params"]), "batch_stats": {}})
     biases = sorted(k for k in tj.noise_driven(recorded.state_dict("init")) if k.endswith(".bias"))

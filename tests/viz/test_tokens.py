@@ -44,7 +44,7 @@ def test_tracker_exposes_crops_and_decisions_per_slot(tiny_model_and_variables, 
     tracker.initialize(1, refs["frames"][10], refs["gt"][10])
     z, mask = tracker.z.copy(), tracker.template_mask.copy()
     _, out = tracker.track([refs["frames"][1], refs["frames"][11]])
-    assert out["decisions"].shape == (2, model.depth - 1, 64) and out["decisions"].dtype == np.int8
+    assert out["decisions"].shape == (2, model.config.depth - 1, 64) and out["decisions"].dtype == np.int8
     assert out["search_crop"].shape == (2, 128, 128, 3) and out["search_crop"].dtype == np.uint8
     np.testing.assert_array_equal(out["search_crop"][0], refs["search_crop"][0])  # the official crop, exact
     x = np.stack([normalize_image(c) for c in out["search_crop"]])

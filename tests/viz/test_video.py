@@ -101,7 +101,7 @@ def test_recorder_on_the_tracker_hook(tmp_path, tiny_model_and_variables, refs):
     frames, gt = refs["frames"], refs["gt"]
     seqs = [types.SimpleNamespace(name="long", frames=frames[:12], gt=gt[:12]),
             types.SimpleNamespace(name="short", frames=frames[20:27], gt=gt[20:27])]
-    recorder = video.OverlayRecorder(tmp_path, model.patch_size, every=5)
+    recorder = video.OverlayRecorder(tmp_path, model.config.patch_size, every=5)
     seen = []
 
     def hook(index, t, frame, box, outputs):

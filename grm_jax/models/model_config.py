@@ -1,0 +1,67 @@
+"""The model's hyper-parameters, declared once: :class:`ModelConfig`, built from ``config.model`` by
+:meth:`ModelConfig.from_config` and handed whole to every module (the pattern of flax's ``examples/wmt``
+``TransformerConfig``). Modules keep only what is their own (a block's index, its DropPath rate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """GRM's sizes and options (defaults: GRM-B/256, official ``experiments/grm/vitb_256_ep300.yaml``).
+
+    ``dtype`` is the compute dtype (parameters are always float32); ``bn_axis_name`` the mapped axis BatchNorm
+    averages its batch statistics over (None: per device); ``remat`` rematerialises each ViT block in training.
+    """
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    patch_size: int = 16
+    pos_embed_grid: int = 14  # the 224-px pos_embed kept for state-dict parity
+    template_size: int = 128
+    search_size: int = 256
+    drop_path_rate: float = 0.1
+    tgt_type: str = "allmax"
+    divide_hidden: tuple[int, int] = (384, 192)
+    head_channels: int = 256
+    attention: str = "masked"  # or "fused" (inference only; grm_jax/models/relation.py)
+    remat: bool = False
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @property
+    def template_grid(self) -> int:
+        return self.template_size // self.patch_size
+
+    @property
+    def search_grid(self) -> int:
+        return self.search_size // self.patch_size
+
+    @property
+    def num_template(self) -> int:
+        """Nz, the number of template tokens."""
+        return self.template_grid ** 2
+
+    @property
+    def num_search(self) -> int:
+        """Ns, the number of search tokens."""
+        return self.search_grid ** 2
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> "ModelConfig":
+        """The model of ``config.model`` (plus ``config.train.remat``); validate ``config`` first."""
+        m = config.model
+        names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "remat", "bn_axis_name", "divide_hidden"}
+        return cls(**{name: m[name] for name in names}, divide_hidden=tuple(m.divide_hidden),
+                   dtype=DTYPES[m.dtype], remat=config.train.remat == "block", bn_axis_name=bn_axis_name)
