@@ -16,6 +16,7 @@ import optax
 
 from grm_jax import losses
 from grm_jax.models.layers import sample_keys
+from grm_jax.train.optimizer import learning_rates
 
 AXIS = "batch"
 
@@ -48,7 +49,6 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
     already summed (dividing by the axis size there instead of a second ``pmean``).
     """
     t = config.train
-    from grm_jax.train.optimizer import learning_rates
 
     def train_step(state: TrainState, batch: dict, seed_key):
         device = jax.lax.axis_index(axis_name) if axis_name else 0
