@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import cv2
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root, for grm_jax
 
 

@@ -62,9 +62,9 @@ def main():
         config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
         config.model.dtype = dtype
         model = build_model(config)
-        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))  # noqa: B023 - called at once
         variables = inference_variables(state_dict_to_variables(state_dict, shapes), dtype)
-        forward = jax.jit(lambda v, z, x, m, t: model.apply(v, z, x, m, threshold=t))
+        forward = jax.jit(lambda v, z, x, m, t, model=model: model.apply(v, z, x, m, threshold=t))
         for tag, threshold in (("t0", 0.0), ("t0p4", 0.4)):  # one program for both thresholds
             with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
                 out = forward(variables, z, x, mask, jnp.float32(threshold))

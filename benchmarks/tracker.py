@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
 from forward import OtherLoad, model_dtype, precision_scope, timed  # noqa: E402
+
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.data.processing import normalize_image, sample_target  # noqa: E402
 from grm_jax.data.synthetic import generate_sequence  # noqa: E402

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 from forward import model_dtype, precision_scope  # noqa: E402
+
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.models import build_model  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402

@@ -14,7 +14,7 @@ Exit status 1 when an output's max abs error exceeds ``--atol``, a loss term's r
 decision differs; 2 when the inputs cannot be read.
 
 ``python -m grm_jax.compare trajectory --config CONFIG --reference trajectory.npz``: replay a recorded run of the
-official trainer (:mod:`grm_jax.train.trajectory`; the file format is in the README) through this package's
+official trainer (:mod:`grm_jax.train.trajectory`; the file format is in docs/comparison.md) through this package's
 training step and print a per-step table (loss terms, pre-clip gradient norm, learning rates, parameter norms,
 relative errors) and the final-state errors; exit status 1 past the tolerances, 2 when the file cannot be read.
 """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from helpers import load_config
 from grm_jax.checkpoints import _to_json, config_from_json
+from helpers import load_config
 
 
 def test_a_record_from_before_a_key_existed_gets_its_default():

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
-from helpers import OFFICIAL, config_spec
 from grm_jax import compare
 from grm_jax.convert import pth_io
+from helpers import OFFICIAL, config_spec
 
 TINY_CONFIG = config_spec("tiny")
 REFERENCE = str(OFFICIAL / "grm_tiny" / "outputs.npz")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from helpers import GRM_CONFIG, load_config
 from grm_jax import config as config_lib
 from grm_jax.models import build_model
+from helpers import GRM_CONFIG, load_config
 
 
 def _param_counts(name):
@@ -58,28 +58,29 @@ def test_tiny_config_matches_fixture_parameter_count():
 def test_official_values():
     b = load_config("B/256")
     g = load_config("B/256-got")
-    l = load_config("L/320")
+    large = load_config("L/320")
     assert (b.model.embed_dim, b.model.depth, b.model.num_heads) == (768, 12, 12)
-    assert (l.model.embed_dim, l.model.depth, l.model.num_heads) == (1024, 24, 16)
-    assert b.model.tgt_type == g.model.tgt_type == l.model.tgt_type == "allmax"
-    assert (b.data.search.factor, b.data.search.size, l.data.search.factor, l.data.search.size) == (4, 256, 5, 320)
+    assert (large.model.embed_dim, large.model.depth, large.model.num_heads) == (1024, 24, 16)
+    assert b.model.tgt_type == g.model.tgt_type == large.model.tgt_type == "allmax"
+    assert (b.data.search.factor, b.data.search.size) == (4, 256)
+    assert (large.data.search.factor, large.data.search.size) == (5, 320)
     assert (b.data.search.center_jitter, b.data.search.scale_jitter) == (3, 0.25)
-    assert (l.data.search.center_jitter, l.data.search.scale_jitter) == (4.5, 0.5)
+    assert (large.data.search.center_jitter, large.data.search.scale_jitter) == (4.5, 0.5)
     assert (b.data.template.factor, b.data.template.size, b.data.template.center_jitter) == (2, 128, 0)
     assert b.data.datasets == ("LASOT", "GOT10K_vot_train", "COCO17", "TRACKINGNET")
     assert g.data.datasets == ("GOT10K_train",)
     assert (b.train.epochs, b.train.lr_drop_epoch, g.train.epochs, g.train.lr_drop_epoch) == (300, 240, 100, 80)
-    assert (b.train.batch_size, l.train.batch_size) == (40, 10)
+    assert (b.train.batch_size, large.train.batch_size) == (40, 10)
     assert (b.train.lr, b.train.backbone_multiplier, b.train.weight_decay, b.train.grad_clip_norm) == \
         (4e-4, 0.1, 1e-4, 0.1)
     assert (b.train.giou_weight, b.train.l1_weight, b.train.focal_weight) == (2.0, 5.0, 1.0)
     assert b.model.drop_path_rate == 0.1 and b.data.sample_per_epoch == 60000
-    assert (b.test.search_factor, l.test.search_factor, l.test.search_size) == (4.0, 5.0, 320)
+    assert (b.test.search_factor, large.test.search_factor, large.test.search_size) == (4.0, 5.0, 320)
     # The official models keep a 128 px template at every search size (vitl_320: TEMPLATE.SIZE 128).
-    assert (b.model.template_size, l.model.template_size, l.data.template.size, l.test.template_size) == \
+    assert (b.model.template_size, large.model.template_size, large.data.template.size, large.test.template_size) == \
         (128, 128, 128, 128)
-    assert (b.model.backbone, g.model.backbone, l.model.backbone) == ("vit_base", "vit_base", "vit_large")
-    assert (b.model.head_channels, l.model.head_channels) == (256, 256)
+    assert (b.model.backbone, g.model.backbone, large.model.backbone) == ("vit_base", "vit_base", "vit_large")
+    assert (b.model.head_channels, large.model.head_channels) == (256, 256)
     assert (g.data.ratios, g.train.batch_size, g.data.search.factor) == ((1.0,), 40, 4.0)
 
 

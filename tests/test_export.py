@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL, ROOT
 from grm_jax import export as grm_export
 from grm_jax.data.processing import normalize_image, transform_box_to_crop
 from grm_jax.track import device_crop
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, template_crop_box
+from helpers import OFFICIAL, ROOT
 
 # The exported programs are the Python tracker's own device-crop functions and the runtime maps back and clips in
 # float64 like it, so the boxes should be the same bit for bit (measured: 0 px, batch 1 and batch 4). Tolerance:

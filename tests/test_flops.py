@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from helpers import load_config
 from grm_jax.flops import iter_eqns, matmul_flops
 from grm_jax.models import build_model, example_inputs
+from helpers import load_config
 
 
 def test_matmul_and_convolution_counts():

@@ -19,8 +19,7 @@ import sys
 
 from grm_jax import checkpoints
 from grm_jax.config import load_config_file
-from grm_jax.convert.official import (init_variables, load_pretrained_backbone, official_to_variables,
-                                      write_state_dict)
+from grm_jax.convert.official import init_variables, load_pretrained_backbone, official_to_variables, write_state_dict
 
 
 def _to_orbax(args):

@@ -17,8 +17,14 @@ from flax import traverse_util
 
 from grm_jax.convert import pth_io
 from grm_jax.convert.pos_embed import resize_pos_embed
-from grm_jax.convert.state_dict import (StateDictMismatchError, state_dict_to_variables, torch_key_to_flax,
-                                        torch_to_flax_array, unwrap_checkpoint, variables_to_state_dict)
+from grm_jax.convert.state_dict import (
+    StateDictMismatchError,
+    state_dict_to_variables,
+    torch_key_to_flax,
+    torch_to_flax_array,
+    unwrap_checkpoint,
+    variables_to_state_dict,
+)
 from grm_jax.models import build_model, example_inputs, host_init
 
 # Official pretrained backbones accepted by build_grm (docs/model.md#pretrained-backbones), with their

@@ -46,7 +46,8 @@ import pickle
 import struct
 import zipfile
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_dtypes
 import numpy as np

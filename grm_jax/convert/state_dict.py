@@ -10,7 +10,7 @@ Rule (docs/model.md#conversion-rule): a numeric key component joins the name bef
 | ``weight`` of a Conv2d (O,I,kh,kw) | ``kernel`` (kh,kw,I,O) | transpose (2,3,1,0) |
 | ``weight`` of a LayerNorm / BatchNorm (C,) | ``scale`` | as is |
 | ``bias`` | ``bias`` | as is |
-| ``running_mean`` / ``running_var`` / ``num_batches_tracked`` | ``batch_stats`` ``mean`` / ``var`` / ``num_batches_tracked`` | as is |
+| ``running_mean`` / ``running_var`` / ``num_batches_tracked`` | ``batch_stats`` ``mean`` / ``var`` / same | as is |
 | ``cls_token``, ``pos_embed``, ``pos_embed_x``, ``pos_embed_z`` | same name | as is |
 """
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence as SequenceABC
+from collections.abc import Iterable, Mapping
+from collections.abc import Sequence as SequenceABC
 
 import numpy as np
 from tqdm import tqdm

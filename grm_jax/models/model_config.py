@@ -59,7 +59,7 @@ class ModelConfig:
         return self.search_grid ** 2
 
     @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> "ModelConfig":
+    def from_config(cls, config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> ModelConfig:
         """The model of ``config.model`` (plus ``config.train.remat``); validate ``config`` first."""
         m = config.model
         names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "remat", "bn_axis_name", "divide_hidden"}

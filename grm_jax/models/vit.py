@@ -12,8 +12,15 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from grm_jax.models.layers import DROPPATH_STREAM, accumulate_kwargs, dense_init, drop_path, gelu, layer_key
-from grm_jax.models.layers import uniform_fan_in
+from grm_jax.models.layers import (
+    DROPPATH_STREAM,
+    accumulate_kwargs,
+    dense_init,
+    drop_path,
+    gelu,
+    layer_key,
+    uniform_fan_in,
+)
 from grm_jax.models.model_config import ModelConfig
 from grm_jax.models.relation import Attention
 

@@ -11,7 +11,7 @@ Two crop paths:
   takes the crops.
 * ``device``: the crop and its bilinear resize run inside the compiled call (:mod:`grm_jax.track.device_crop`), so
   a frame is one XLA call end to end; it differs from the host path by OpenCV's fixed-point rounding (measured in
-  the README).
+  docs/tracking.md#device-crop).
 
 :class:`BatchTracker` advances B slots together; :func:`track_sequences` keeps them filled from a list of sequences
 of any lengths (a finished slot takes the next sequence), and :class:`Tracker` is the single-sequence view.

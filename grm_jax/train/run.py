@@ -28,7 +28,8 @@ def open_training_sources(config: ml_collections.ConfigDict) -> list:
         if name == "SYNTHETIC":
             builder = make_builder("synthetic_tracking", config.data.data_dir,
                                    config=synthetic_builder_config(config))
-            distributed.main_first("grm_jax_prepare_synthetic", lambda: prepare(builder, None))  # shared disk: once
+            # One process prepares the set (a shared disk: once); the others wait for it.
+            distributed.main_first("grm_jax_prepare_synthetic", lambda builder=builder: prepare(builder, None))
             sources.append(DatasetSource(builder.data_dir, "train"))
         else:
             sources.append(DatasetSource.open(name, config.data.data_dir))

@@ -3,7 +3,7 @@
 A trajectory is ``trajectory.npz`` with ``meta.json`` beside it, recorded with the official code (Little-Podi/GRM:
 the model of ``lib/models/grm``, the loss of ``lib/train/actors/grm.py``'s ``GRMActor.compute_losses``,
 ``torch.nn.utils.clip_grad_norm_``, the optimizer and StepLR of ``lib/train/base_functions.py``'s
-``get_optimizer_scheduler``); the README's "Training parity" section lists its keys. The replay feeds each recorded
+``get_optimizer_scheduler``); docs/comparison.md lists its keys. The replay feeds each recorded
 step's batch and Gumbel noise to the same objects ``train.py`` uses (``make_optimizer``, ``create_state``, the
 ``RUNNERS`` runner around ``make_train_step``) on one device, and :func:`compare` sets each step's loss terms,
 pre-clip gradient norm, learning rates and parameter norms, and the final state, against the recording.

@@ -12,11 +12,11 @@ import pytest
 import torch
 from flax import traverse_util
 
-from helpers import OFFICIAL, ROOT, config_spec, load_config
 from grm_jax import checkpoints
 from grm_jax.convert import official, pth_io
 from grm_jax.convert.__main__ import main as convert_main
 from grm_jax.convert.state_dict import StateDictMismatchError
+from helpers import OFFICIAL, ROOT, config_spec, load_config
 
 TINY_PTH = OFFICIAL / "grm_tiny" / "state_dict.pth"
 TINY_CONFIG = config_spec("tiny")

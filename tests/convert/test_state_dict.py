@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import load_config, tiny_inputs
 from grm_jax.convert import state_dict as sd
 from grm_jax.models import build_model
+from helpers import load_config, tiny_inputs
 
 KEYS_FILE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "vitb256_state_dict_keys.txt"
 

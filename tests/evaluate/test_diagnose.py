@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import OFFICIAL, load_config
 from grm_jax.evaluate import diagnose
 from grm_jax.evaluate.benchmarks import Sequence
+from helpers import OFFICIAL, load_config
 
 
 def test_errors_measure_centre_and_size():

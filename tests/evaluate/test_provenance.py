@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from helpers import load_config
 from grm_jax.evaluate import provenance, results
+from helpers import load_config
 
 
 def _record(config, variables, **overrides):

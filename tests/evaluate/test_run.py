@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import load_config
 from grm_jax import checkpoints
 from grm_jax.checkpoints import load_checkpoint_variables
 from grm_jax.evaluate.run import evaluate
 from grm_jax.models import build_model, example_inputs, host_init
+from helpers import load_config
 
 
 @pytest.fixture(scope="module")

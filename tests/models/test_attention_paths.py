@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from helpers import load_config, tiny_inputs
 from grm_jax import losses
-from grm_jax.flops import iter_eqns
 from grm_jax.convert.state_dict import state_dict_to_variables
+from grm_jax.flops import iter_eqns
 from grm_jax.models import build_model, layers, relation, to_official_layout
+from helpers import load_config, tiny_inputs
 
 MAP_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
 
@@ -254,8 +254,8 @@ def test_bfloat16_matmuls_accumulate_in_float32_and_the_rest_stays_float32(bf16,
 def test_bfloat16_train_step_runs(tiny_outputs):
     """One step of grm_jax/train/step.py with dtype='bfloat16': finite, float32 parameters and optimiser state,
     gradients into the division MLP, loss next to the float32 one."""
-    from grm_jax.train.optimizer import make_optimizer
     from grm_jax.models import sample_keys
+    from grm_jax.train.optimizer import make_optimizer
     from grm_jax.train.step import create_state, make_train_step
 
     z, x, mask = tiny_inputs(tiny_outputs)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from helpers import load_config, tiny_inputs
 from grm_jax import losses
 from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
 from grm_jax.models import build_model, relation, sample_keys, to_official_layout
+from helpers import load_config, tiny_inputs
 
 EVAL_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
 # float32 rounding through 4 blocks and the head: observed ≤ 7e-6 abs; the parity target is 1e-5 abs.

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import tiny_inputs
 from grm_jax.models import relation
+from helpers import tiny_inputs
 
 
 def _policy(decision_classes, num_template):
@@ -80,8 +80,8 @@ def test_gumbel_hard_is_straight_through():
     d = relation.gumbel_hard(logp, noise)
     np.testing.assert_allclose(np.asarray(d), np.asarray(jax.nn.one_hot(jnp.argmax(logp + noise, -1), 2)),
                                atol=1e-7)  # y_hard − y_soft + y_soft: one-hot up to float32 rounding
-    grad_hard = jax.grad(lambda l: jnp.sum(relation.gumbel_hard(l, noise)[..., 1] * jnp.arange(5.0)))(logp)
-    grad_soft = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l + noise)[..., 1] * jnp.arange(5.0)))(logp)
+    grad_hard = jax.grad(lambda lp: jnp.sum(relation.gumbel_hard(lp, noise)[..., 1] * jnp.arange(5.0)))(logp)
+    grad_soft = jax.grad(lambda lp: jnp.sum(jax.nn.softmax(lp + noise)[..., 1] * jnp.arange(5.0)))(logp)
     np.testing.assert_allclose(np.asarray(grad_hard), np.asarray(grad_soft), atol=1e-7)
 
 
@@ -117,8 +117,8 @@ def test_roi_target_without_mask_is_an_error():
 
 def test_roi_variants_run_in_the_model(tiny_outputs):
     """The model with tgt_type roiavg uses the template mask (so its outputs differ from allmax)."""
-    from helpers import load_config
     from grm_jax.models import build_model
+    from helpers import load_config
 
     config = load_config("tiny")
     z, x, mask = tiny_inputs(tiny_outputs)

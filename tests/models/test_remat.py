@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers import load_config
 from grm_jax.models import build_model, example_inputs, host_init, sample_keys
+from helpers import load_config
 
 
 def _loss_and_grads(remat: str):

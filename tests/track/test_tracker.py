@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, map_box_back, track_sequences
+from helpers import OFFICIAL
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import load_config
 from grm_jax.train.optimizer import learning_rates, param_group, step_decay_schedule
+from helpers import load_config
 
 
 def test_groups_follow_the_official_split():

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL, ROOT, load_config
 from grm_jax import losses
 from grm_jax.convert.state_dict import state_dict_to_variables, variables_to_state_dict
 from grm_jax.models import build_model, example_inputs
 from grm_jax.train import trajectory as tj
+from helpers import OFFICIAL, ROOT, load_config
 
 FIXTURE = OFFICIAL / "train_trajectory" / "trajectory.npz"
 

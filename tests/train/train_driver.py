@@ -20,9 +20,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
+from grm_jax import distributed  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.data.pipeline import host_sample_indices  # noqa: E402
-from grm_jax import distributed  # noqa: E402
 from grm_jax.train.loop import train  # noqa: E402
 
 GLOBAL_BATCH = 4

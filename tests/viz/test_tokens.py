@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL
 from grm_jax.data.processing import normalize_image
 from grm_jax.models import to_official_layout
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams
 from grm_jax.viz import tokens
+from helpers import OFFICIAL
 
 PATCH = 16  # the tiny model: 128 px search crop, 8 × 8 tokens
 

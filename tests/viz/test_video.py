@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL, ROOT, load_config
 from grm_jax.evaluate.run import evaluate
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, track_sequences
 from grm_jax.viz import tokens, video
+from helpers import OFFICIAL, ROOT, load_config
 
 
 @pytest.fixture(scope="module")
