@@ -99,7 +99,7 @@ def compare(model, variables, reference: dict) -> list[Row]:
                 rows += _layer_rows(mode, name, out[name], reference[f"eval_{tag}_{name}"])
 
     if "train_gumbel_noise" in reference:
-        model = model.clone(drop_path_rate=0.0)
+        model = model.clone(config=dataclasses.replace(model.config, drop_path_rate=0.0))  # recorded without
         out, _ = model.apply(variables, z, x, mask, train=True, mutable=["batch_stats"],
                              gumbel_noise=jnp.asarray(reference["train_gumbel_noise"]))
         if "search_box" in reference:

@@ -153,6 +153,11 @@ def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
     return w.astype(dtype)
 
 
+def _policy_softmax(logits: Array, decision: Array, num_template: int) -> Array:
+    """:func:`masked_softmax` with the mask of :func:`attention_mask` built from the decisions (B,Ns,2)."""
+    return masked_softmax(logits, attention_mask(token_policy(decision, num_template)))
+
+
 def visibility_mask(decision: Array, num_template: int) -> Array:
     """Hard permission matrix (B,1,N,N) bool from one-hot decisions (B,Ns,2): the 0/1 values of
     :func:`attention_mask` for an exact one-hot policy, without its float arithmetic.
@@ -262,7 +267,10 @@ class Attention(nn.Module):
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
             if self.divide:
-                weights = masked_softmax(logits, attention_mask(token_policy(decision, cfg.num_template)))
+                # Rematerialised: the backward pass recomputes the mask, exp and weights (B,H,N,N) from the logits
+                # and decisions instead of keeping them (GRM-B/256 train step: 486 → 392 MB per sample, XLA's
+                # memory analysis; same values).
+                weights = jax.checkpoint(_policy_softmax, static_argnums=(2,))(logits, decision, cfg.num_template)
             else:
                 weights = jax.nn.softmax(logits, axis=-1)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;
