@@ -56,8 +56,8 @@ class GRM(nn.Module):
             check("sample_keys", sample_keys, (batch, 2))
 
     @nn.compact
-    def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, ratio=0.0,
-                 sample_keys=None, gumbel_noise=None):
+    def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, sample_keys=None,
+                 gumbel_noise=None):
         """Forward pass.
 
         Args:
@@ -67,7 +67,6 @@ class GRM(nn.Module):
           train: training mode (Gumbel sampling, DropPath, BatchNorm batch statistics).
           threshold: inference division threshold (docs/model.md#inference-threshold); an array is fine and does
             not recompile.
-          ratio: inference top-K forcing ratio (never used by the official tracker).
           sample_keys: (B, 2) uint32, one PRNG key per sample (training; :func:`grm_jax.models.layers.sample_keys`
             folds the seed, the step and the sample's global index): every layer derives its Gumbel noise and
             DropPath masks from them, so a sample's draws do not depend on how the batch is split across devices.
@@ -77,7 +76,7 @@ class GRM(nn.Module):
         self._check_inputs(template, search, template_mask, gumbel_noise, sample_keys)
         tokens, aux = VisionTransformer(cfg, name="backbone")(
             template.astype(cfg.dtype), search.astype(cfg.dtype), template_mask, train=train, threshold=threshold,
-            ratio=ratio, gumbel_noise=gumbel_noise, keys=sample_keys)
+            gumbel_noise=gumbel_noise, keys=sample_keys)
 
         batch, s = tokens.shape[0], cfg.search_grid
         feat = tokens[:, -s * s:].reshape(batch, s, s, cfg.embed_dim)  # token t → (t // S, t mod S)

@@ -93,22 +93,17 @@ def gumbel_hard(logp: Array, noise: Array) -> Array:
     return y_hard - jax.lax.stop_gradient(y_soft) + y_soft
 
 
-def select_tokens(logp: Array, threshold: Array, ratio: Array = 0.0) -> Array:
+def select_tokens(logp: Array, threshold: Array) -> Array:
     """Inference-time division (docs/model.md#inference-threshold): one-hot (B,Ns,2), class 1 = interacts with the
     template.
 
     threshold == 0: argmax (class 1 iff ℓ1 > ℓ0). threshold > 0: class 1 iff p0 = exp(ℓ0) < threshold.
-    ratio > 0: additionally the K = int(Ns·ratio) tokens with the largest ℓ1 are class 1.
-    ``threshold`` and ``ratio`` may be traced arrays: one compiled program serves every value.
+    ``threshold`` may be a traced array: one compiled program serves every value.
     """
     threshold = jnp.asarray(threshold, jnp.float32)
     by_argmax = logp[..., 1] > logp[..., 0]
     by_threshold = jnp.exp(logp[..., 0]) < threshold
     interact = jnp.where(threshold > 0, by_threshold, by_argmax)
-    num_search = logp.shape[-2]
-    k = jnp.floor(num_search * jnp.asarray(ratio, jnp.float32))
-    rank = jnp.argsort(jnp.argsort(-logp[..., 1], axis=-1), axis=-1)  # 0 = largest ℓ1
-    interact = interact | (rank < k)
     return jax.nn.one_hot(interact.astype(jnp.int32), 2, dtype=logp.dtype)
 
 
@@ -236,8 +231,7 @@ class Attention(nn.Module):
         return jax.vmap(lambda k: jax.random.gumbel(k, shape[1:], jnp.float32))(layer_key(keys, self.index))
 
     @nn.compact
-    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None,
-                 keys=None):
+    def __call__(self, x, template_mask=None, *, train=False, threshold=0.0, gumbel_noise=None, keys=None):
         cfg = self.config
         if cfg.attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention = {cfg.attention!r} is not one of {list(ATTENTION_IMPLS)}")
@@ -255,7 +249,7 @@ class Attention(nn.Module):
                 noise = self.gumbel(keys, logp.shape) if gumbel_noise is None else gumbel_noise
                 decision = gumbel_hard(logp, noise)
             else:
-                decision = select_tokens(logp, threshold, ratio)
+                decision = select_tokens(logp, threshold)
             aux = dict(logp=logp, decision=decision)
 
         if cfg.attention == "fused" and not train:

@@ -73,11 +73,10 @@ class Block(nn.Module):
         return drop_path_rates(self.config.drop_path_rate, self.config.depth)[self.index]
 
     @nn.compact
-    def __call__(self, x, template_mask=None, train=False, threshold=0.0, ratio=0.0, gumbel_noise=None,
-                 keys=None):
+    def __call__(self, x, template_mask=None, train=False, threshold=0.0, gumbel_noise=None, keys=None):
         norm = dict(epsilon=LN_EPS, dtype=self.config.dtype)
         attn_out, aux = Attention(self.config, divide=self.index != 0, index=self.index, name="attn")(
-            nn.LayerNorm(name="norm1", **norm)(x), template_mask, train=train, threshold=threshold, ratio=ratio,
+            nn.LayerNorm(name="norm1", **norm)(x), template_mask, train=train, threshold=threshold,
             gumbel_noise=gumbel_noise, keys=keys)
         x = x + drop_path(attn_out, self.rate, self._keys(keys, train, 0))
         mlp = Mlp(self.config, name="mlp")
@@ -111,8 +110,8 @@ class VisionTransformer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, ratio=0.0,
-                 gumbel_noise=None, keys=None):
+    def __call__(self, template, search, template_mask=None, *, train=False, threshold=0.0, gumbel_noise=None,
+                 keys=None):
         cfg = self.config
         d = cfg.embed_dim
         init = nn.initializers.normal(stddev=0.02)
@@ -126,13 +125,13 @@ class VisionTransformer(nn.Module):
         tokens = jnp.concatenate([embed(template) + pos_z, embed(search) + pos_x], axis=1)
 
         aux = []
-        # Rematerialised blocks keep only their inputs for the backward pass; train, threshold and ratio steer
-        # Python control flow, so they are static (argument positions 3-5, counting self).
-        block_type = nn.remat(Block, static_argnums=(3, 4, 5)) if cfg.remat else Block
+        # Rematerialised blocks keep only their inputs for the backward pass; train and threshold steer Python
+        # control flow, so they are static (argument positions 3-4, counting self).
+        block_type = nn.remat(Block, static_argnums=(3, 4)) if cfg.remat else Block
         for i in range(cfg.depth):
             noise = None if gumbel_noise is None or i == 0 else gumbel_noise[i - 1]
             tokens, block_aux = block_type(cfg, i, name=f"blocks_{i}")(
-                tokens, template_mask, train, threshold, ratio, noise, keys)
+                tokens, template_mask, train, threshold, noise, keys)
             if block_aux is not None:
                 aux.append(block_aux)
         tokens = nn.LayerNorm(epsilon=LN_EPS, dtype=cfg.dtype, name="norm")(tokens)

@@ -66,12 +66,11 @@ def test_select_tokens_threshold_rules():
     # p0 values: 0.3, 0.5, 0.7 → log-probs.
     p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
     logp = jnp.log(jnp.asarray(np.stack([p0, 1 - p0], -1)[None], jnp.float32))
-    classes = lambda t, r=0.0: np.asarray(relation.select_tokens(logp, t, r)).argmax(-1)[0].tolist()
+    classes = lambda t: np.asarray(relation.select_tokens(logp, t)).argmax(-1)[0].tolist()
     assert classes(0.0) == [1, 0, 0]  # argmax: interact iff p1 > p0
     assert classes(0.4) == [1, 0, 0]  # interact iff p0 < 0.4
     assert classes(0.6) == [1, 1, 0]  # interact iff p0 < 0.6 (more interacting tokens)
     assert classes(0.2) == [0, 0, 0]
-    assert classes(0.2, 2 / 3) == [1, 1, 0]  # ratio: K = int(3·2/3) = 2 largest ℓ1 forced to interact
 
 
 def test_gumbel_hard_is_straight_through():
