@@ -35,7 +35,7 @@ Array = Any
 class GRM(nn.Module):
     """GRM tracker network (docs/model.md). Build it from a config with :func:`build_model`."""
 
-    config: ModelConfig = ModelConfig()
+    config: ModelConfig
 
     def _check_inputs(self, template, search, template_mask, gumbel_noise, sample_keys):
         cfg = self.config

@@ -16,28 +16,30 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """GRM's sizes and options (defaults: GRM-B/256, official ``experiments/grm/vitb_256_ep300.yaml``).
+    """GRM's sizes and options. The values are declared once, in the experiment config (``config.model``,
+    grm_jax/config.py and configs/grm.py): :meth:`from_config` is how a model gets them, so no field here repeats
+    them as a default.
 
     ``dtype`` is the compute dtype (parameters are always float32); ``bn_axis_name`` the mapped axis BatchNorm
     averages its batch statistics over (None: per device); ``remat`` rematerialises each ViT block in training.
     """
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    patch_size: int = 16
-    pos_embed_grid: int = 14  # the 224-px pos_embed kept for state-dict parity
-    template_size: int = 128
-    search_size: int = 256
-    drop_path_rate: float = 0.1
-    tgt_type: str = "allmax"
-    divide_hidden: tuple[int, int] = (384, 192)
-    head_channels: int = 256
-    attention: str = "masked"  # or "fused" (inference only; grm_jax/models/relation.py)
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    qkv_bias: bool
+    patch_size: int
+    pos_embed_grid: int  # the 224-px pos_embed kept for state-dict parity
+    template_size: int
+    search_size: int
+    drop_path_rate: float
+    tgt_type: str
+    divide_hidden: tuple[int, int]
+    head_channels: int
+    attention: str  # "masked" or "fused" (inference only; grm_jax/models/relation.py)
+    dtype: Any
     remat: bool = False
-    dtype: Any = jnp.float32
     bn_axis_name: str | None = None
 
     @property
