@@ -18,11 +18,86 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from grm_jax.config import load_config_file
+from grm_jax.errors import CheckpointError
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 TRACEBACK_ENV = "GRM_JAX_TRACEBACK"
 #: Errors that mean bad input rather than a bug: their message is the whole report.
-USER_ERRORS = (OSError, ValueError, LookupError, FloatingPointError)
+USER_ERRORS = (OSError, ValueError, LookupError, FloatingPointError, CheckpointError)
+#: What asks for the help text instead of running the command.
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+class Exit(Exception):
+    """Stops a command with an exit status, its message already printed; :func:`call` returns the status."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def call(argv: list[str] | None, define: Callable[[flags.FlagValues], None],
+         body: Callable[[flags.FlagValues, list[str]], int | None], doc: str | None) -> int:
+    """One command run like ``app.run`` but callable again in the same process: the flags that ``define(fv)``
+    defines on a fresh :class:`absl.flags.FlagValues`, parsed from ``argv`` (``sys.argv`` if ``None``, the program
+    name first), then ``body(fv, args)`` with the positional arguments (the program name first). Returns the exit
+    status: ``body``'s (``None`` is 0), 0 after ``--help`` (``doc`` and the flags), 2 after a flag error or
+    :class:`absl.app.UsageError`, 1 after one of :data:`USER_ERRORS`; the errors as one ``error:`` line."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        fv, args = parse(argv, define, doc)
+        return _guarded(body, fv, args)
+    except Exit as stop:
+        return stop.code
+
+
+def parse(argv: list[str], define: Callable[[flags.FlagValues], None],
+          doc: str | None) -> tuple[flags.FlagValues, list[str]]:
+    """``(flag values, positional arguments)`` of :func:`call`; raises :class:`Exit` after ``--help`` (0) and after
+    a flag error (2, one line)."""
+    fv = flags.FlagValues()
+    define(fv)
+    if any(arg in HELP_FLAGS for arg in _before_dashes(argv[1:])):
+        print(help_text(fv, doc))
+        raise Exit(0)
+    try:
+        return fv, fv(argv)
+    except flags.Error as err:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        fail(f"{_first_line(err)} (see --help)", EXIT_USAGE)
+
+
+def help_text(fv: flags.FlagValues, doc: str | None) -> str:
+    """``doc`` and every flag of ``fv`` with its help and default (absl's own flags such as ``--flagfile`` left
+    out)."""
+    modules = [fv.module_help(module).strip().split("\n", 1) for module in fv.flags_by_module_dict()
+               if module != "absl.flags"]
+    return "\n".join([(doc or "").rstrip(), "", "flags:", *(lines[1] for lines in modules if len(lines) > 1)])
+
+
+def fail(message: str, code: int):
+    """Prints ``error: message`` and stops the command with exit status ``code`` (raises :class:`Exit`)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise Exit(code)
+
+
+def _guarded(body: Callable[[flags.FlagValues, list[str]], int | None], fv: flags.FlagValues,
+             args: list[str]) -> int:
+    """``body(fv, args)`` with its usage and user errors as one line (see :func:`call`)."""
+    try:
+        return body(fv, args) or 0
+    except app.UsageError as err:
+        fail(f"{err} (see --help)", EXIT_USAGE)
+    except USER_ERRORS as err:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        fail(_first_line(err), EXIT_ERROR)
+
+
+def _before_dashes(args: list[str]) -> list[str]:
+    """The arguments before ``--`` (after it, everything is positional)."""
+    return args[:args.index("--")] if "--" in args else args
 
 
 def flatten_keys(config, prefix: str = "") -> list[str]:

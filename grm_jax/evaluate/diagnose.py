@@ -19,12 +19,12 @@ free-running tracking its size error then compounds from frame to frame.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
+from absl import app, flags
 
-from grm_jax import checkpoints
+from grm_jax import checkpoints, cli
 from grm_jax.evaluate import metrics
 from grm_jax.evaluate.run import load_sequences
 from grm_jax.models import build_model
@@ -100,21 +100,26 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.evaluate.diagnose", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="runs/demo", help="a training workdir (its config is recorded there)")
-    parser.add_argument("--dataset", default="synthetic")
-    parser.add_argument("--data_dir", default=None, help="benchmark root (default: the config's data_dir)")
-    args = parser.parse_args(argv)
-    try:
-        variables, config = checkpoints.load_variables(f"{args.workdir}/checkpoints")
-        sequences, read = load_sequences(config, args.dataset, args.data_dir or config.data.data_dir)
-    except (OSError, ValueError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("workdir", "runs/demo", "a training workdir (its config is recorded there)", flag_values=fv)
+    flags.DEFINE_string("dataset", "synthetic", "benchmark", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "benchmark root (default: the config's data_dir)", flag_values=fv)
+
+
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Prints the table of the workdir's model on the dataset."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    variables, config = checkpoints.load_variables(f"{fv.workdir}/checkpoints")
+    sequences, read = load_sequences(config, fv.dataset, fv.data_dir or config.data.data_dir)
     print(format_rows(diagnose(config, variables, sequences, read)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.evaluate.diagnose [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run, __doc__)
 
 
 if __name__ == "__main__":
