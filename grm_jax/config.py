@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
     c.train.lr_max_drops = 0  # 0: ×0.1 every lr_drop_epoch epochs, as the official StepLR
+    c.train.warmup_steps = 0  # linear warm-up of every group's rate over this many steps; 0 = none (official)
     c.train.scheduler = "step"
     c.train.batch_size = 40  # per device, as the official BATCH_SIZE is per GPU
     c.train.grad_clip_norm = 0.1
@@ -204,8 +205,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
     t, d = config.train, config.data
     integers = (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 1), ("lr_max_drops", 0),
-                ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1), ("log_every_steps", 1),
-                ("seed", 0))
+                ("warmup_steps", 0), ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1),
+                ("log_every_steps", 1), ("seed", 0))
     for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),

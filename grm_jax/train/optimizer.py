@@ -1,5 +1,5 @@
 """The official optimiser (docs/training.md#optimiser): AdamW over three learning-rate groups, step decay,
-PyTorch-style clipping.
+PyTorch-style clipping; an optional linear warm-up (``config.train.warmup_steps``; 0, the official recipe, is off).
 
 | group | parameters | learning rate |
 |---|---|---|
@@ -42,16 +42,23 @@ def param_labels(params) -> dict:
 
 
 def step_decay_schedule(base_lr: float, steps_per_epoch: int, drop_epoch: int, gamma: float = 0.1,
-                        max_drops: int = 0):
-    """StepLR stepped at every epoch end: lr(step) = base·γ^n, n = ⌊epoch/drop_epoch⌋ with epoch =
+                        max_drops: int = 0, warmup_steps: int = 0):
+    """StepLR stepped at every epoch end: lr(step) = base·γ^n·w, n = ⌊epoch/drop_epoch⌋ with epoch =
     ⌊step/steps_per_epoch⌋ (0-based; the official epochs 1..drop_epoch use the base rate, later ones ×γ), and
-    n ≤ ``max_drops`` when that is > 0."""
+    n ≤ ``max_drops`` when that is > 0.
+
+    w = min(1, (step + 1)/warmup_steps) is a linear warm-up (not in the official recipe, which has none: w = 1 when
+    ``warmup_steps`` = 0); step 0 trains at base/warmup_steps.
+    """
 
     def schedule(step):
         drops = (step // steps_per_epoch) // drop_epoch
         if max_drops:
             drops = jnp.minimum(drops, max_drops)
-        return base_lr * gamma ** jnp.asarray(drops).astype(jnp.float32)
+        lr = base_lr * gamma ** jnp.asarray(drops).astype(jnp.float32)
+        if warmup_steps:
+            lr = lr * jnp.minimum(1.0, (jnp.asarray(step).astype(jnp.float32) + 1.0) / warmup_steps)
+        return lr
 
     return schedule
 
@@ -80,7 +87,8 @@ def learning_rates(config, steps_per_epoch: int) -> dict:
     """Schedules per group (``unused`` has none)."""
     t = config.train
     base = {"head": t.lr, "backbone": t.lr * t.backbone_multiplier, "divide": t.lr * t.divide_multiplier}
-    return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops)
+    return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops,
+                                      warmup_steps=t.warmup_steps)
             for name, lr in base.items()}
 
 

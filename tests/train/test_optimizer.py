@@ -28,3 +28,20 @@ def test_step_schedule_drops_every_drop_epoch_or_at_most_max_drops(max_drops, ex
     schedule = step_decay_schedule(1.0, steps_per_epoch=3, drop_epoch=2, max_drops=max_drops)
     # epochs 0,1 | 2,3 | 4: steps 0, 3, 6, 9, 12
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 3, 6, 9, 12)], expected, rtol=1e-6)
+
+
+def test_warmup_ramps_linearly_then_follows_the_step_schedule():
+    schedule = step_decay_schedule(1.0, steps_per_epoch=3, drop_epoch=2, warmup_steps=4)
+    # (step + 1) / 4 for steps 0..3, then the schedule itself: 1 until step 6, 0.1 after
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 1, 2, 3, 4, 5, 6)],
+                               [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1], rtol=1e-6)
+
+
+def test_no_warmup_is_the_official_schedule():
+    config = load_config("tiny")
+    assert config.train.warmup_steps == 0
+    config.train.lr_drop_epoch = 2
+    official = step_decay_schedule(config.train.lr, 3, 2)  # the same arithmetic as before warmup_steps existed
+    ours = learning_rates(config, steps_per_epoch=3)["head"]
+    assert [float(ours(s)) for s in range(8)] == [float(official(s)) for s in range(8)]
+    assert float(ours(0)) == pytest.approx(config.train.lr, rel=1e-7)  # step 0 at the full rate: no warm-up
