@@ -4,7 +4,7 @@
 
 Modes: ``free-running`` (the tracker as evaluated: each search crop is cut around its own previous box);
 ``re-centred`` (each crop is cut around the previous frame's ground truth, so a frame's error cannot carry into the
-next: what the model does on training-style pairs from these sequences); each with and without the Hann window;
+next); each with and without the Hann window;
 and two trackers without a model: the previous frame's ground truth, and the first box kept. Per mode: AUC, the
 median centre error in pixels, the median size error |log(predicted area / true area)| (0.69 = a factor of 2) and
 its signed median (> 0: boxes too large), over the frames where the target is visible. The gap between re-centred
@@ -15,6 +15,10 @@ its centre, so the target fills 1/s of its usual share of the crop. A model that
 predicts the same area at every ``s`` (signed log area ratio ≈ 0); a model that has only learned "the target fills
 a quarter of the crop" predicts ``s²`` times the area (signed ratio ≈ 2·log s = ±0.58 for s = 4/3, 3/4), and in
 free-running tracking its size error then compounds from frame to frame.
+
+On the ``synthetic`` benchmark a second table follows: the model on training-style pairs of the training and the
+held-out split (:mod:`grm_jax.evaluate.pairs`), which tells overfitting (good on training pairs, poor on held-out
+ones) from a tracker whose crops differ from the training crops.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 from absl import app, flags
 
 from grm_jax import checkpoints, cli
-from grm_jax.evaluate import metrics
+from grm_jax.config import test_threshold
+from grm_jax.evaluate import metrics, pairs
 from grm_jax.evaluate.run import load_sequences
 from grm_jax.models import build_model
 from grm_jax.track.tracker import BatchTracker, TrackerParams
@@ -114,6 +119,10 @@ def run(fv: flags.FlagValues, args: list[str]) -> int:
     variables, config = checkpoints.load_variables(f"{fv.workdir}/checkpoints")
     sequences, read = load_sequences(config, fv.dataset, fv.data_dir or config.data.data_dir)
     print(format_rows(diagnose(config, variables, sequences, read)))
+    if fv.dataset == "synthetic":  # its training split is known: the model on training-style pairs of both splits
+        rows = pairs.pair_rows(config, build_model(config), variables, pairs.synthetic_sources(config),
+                               threshold=test_threshold(config, "synthetic"))
+        print("\n" + pairs.format_pair_rows(rows))
     return 0
 
 

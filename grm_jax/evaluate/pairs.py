@@ -19,7 +19,9 @@ import dataclasses
 import jax
 import numpy as np
 
+from grm_jax.data.datasets import make_builder, synthetic_builder_config
 from grm_jax.data.pipeline import make_example, settings_from_config
+from grm_jax.data.source import DatasetSource
 
 ROWS = (("train", False), ("train", True), ("val", False), ("val", True))  # (split, nominal crop)
 
@@ -76,6 +78,12 @@ def pair_rows(config, model, variables, sources_by_split: dict, num_pairs: int =
                          size=float(np.median(np.abs(errs["log_area"]))),
                          size_signed=float(np.median(errs["log_area"]))))
     return rows
+
+
+def synthetic_sources(config) -> dict:
+    """split → [source] of the synthetic set ``config.data.synthetic`` (already prepared by its training run)."""
+    builder = make_builder("synthetic_tracking", config.data.data_dir, config=synthetic_builder_config(config))
+    return {split: [DatasetSource(builder.data_dir, split)] for split in ("train", "val")}
 
 
 def format_pair_rows(rows: list[dict]) -> str:
