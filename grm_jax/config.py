@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Weight of the official actor's optional division-entropy term (grm_jax.losses.division_entropy_loss);
     # 0 = off, as in every official config; 1 = the official `entropy=True`.
     c.train.entropy_weight = 0.0
+    # Weight of a pull of each division layer's interaction ratio towards ratio_target (grm_jax.losses.
+    # division_ratio_loss; not in the official code): 0 = off.
+    c.train.ratio_weight = 0.0
+    c.train.ratio_target = 0.5
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -210,10 +214,13 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),
-               ("grad_clip_norm", False), ("entropy_weight", False), ("giou_weight", False), ("l1_weight", False),
-               ("focal_weight", False))
+               ("grad_clip_norm", False), ("entropy_weight", False), ("ratio_weight", False), ("giou_weight", False),
+               ("l1_weight", False), ("focal_weight", False))
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
+    _check_number(t.ratio_target, "train.ratio_target", 0.0, False)
+    if t.ratio_target > 1:
+        raise ValueError(f"config.train.ratio_target = {t.ratio_target!r} must be a fraction in [0, 1]")
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")

@@ -146,6 +146,20 @@ def division_entropy_loss(interaction_ratio, eps=1e-5):
     return jnp.mean(1.0 + r * jnp.log2(r + eps) + (1.0 - r) * jnp.log2(1.0 - r + eps))
 
 
+def division_ratio_loss(interaction_ratio, target: float):
+    """A pull of every division layer's interaction ratio towards ``target`` (not in the official code: the ratio
+    loss of DynamicViT, Rao et al., NeurIPS 2021, put on GRM's division; off unless ``config.train.ratio_weight``):
+
+        L_ratio = mean over (batch, layers) of (r − ρ)²
+
+    with r the fraction of a sample's search tokens that interact with the template in that layer. Like the entropy
+    term its gradient reaches the division MLPs through the straight-through ratio; unlike it, it is not flat where
+    the ratio collapses to 0 or 1 only because the decisions saturate, and it names the ratio it keeps.
+    """
+    r = jnp.asarray(interaction_ratio, jnp.float32)
+    return jnp.mean(jnp.square(r - target))
+
+
 def grm_loss(
     pred_boxes_cxcywh,
     score_map,

@@ -10,6 +10,7 @@ import pytest
 from grm_jax.boxes import cxcywh_to_xyxy, xywh_to_xyxy
 from grm_jax.losses import (
     division_entropy_loss,
+    division_ratio_loss,
     focal_loss,
     gaussian_heatmap,
     gaussian_radius,
@@ -192,3 +193,12 @@ def test_division_entropy_loss_is_one_minus_the_binary_entropy():
     np.testing.assert_allclose(float(division_entropy_loss(jnp.asarray(r))), expected, rtol=1e-6)  # float32
     grad = jax.grad(lambda x: division_entropy_loss(x))(jnp.array([[0.2, 0.8]]))
     assert grad[0, 0] < 0 < grad[0, 1]  # descent moves every ratio towards 0.5
+
+
+def test_division_ratio_loss_is_the_mean_squared_distance_to_the_target():
+    r = jnp.array([[0.0, 0.5], [1.0, 0.25]])  # (batch, layers)
+    expected = np.mean((np.array([[0.0, 0.5], [1.0, 0.25]]) - 0.25) ** 2)
+    np.testing.assert_allclose(float(division_ratio_loss(r, 0.25)), expected, rtol=1e-6)  # float32 rounding
+    assert float(division_ratio_loss(jnp.full((3, 2), 0.3), 0.3)) == 0.0
+    grad = jax.grad(lambda x: division_ratio_loss(x, 0.25))(r)
+    np.testing.assert_allclose(grad, 2 * (np.asarray(r) - 0.25) / r.size, rtol=1e-6)  # pushed back to the target

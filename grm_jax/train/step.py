@@ -36,6 +36,18 @@ def create_state(params, batch_stats, optimizer) -> TrainState:
                       opt_state=optimizer.init(params))
 
 
+def division_terms(t, interaction_ratio) -> list[tuple[str, float, Any]]:
+    """The optional division regularisers of ``config.train`` ``t`` as (log name, weight, value): the official
+    actor's entropy term (``entropy_weight``; 1 = its ``entropy=True``) and the ratio term (``ratio_weight``,
+    ``ratio_target``; ours, grm_jax.losses.division_ratio_loss). Both are off in the official configs."""
+    terms = []
+    if t.entropy_weight:
+        terms.append(("Ls/entropy", t.entropy_weight, losses.division_entropy_loss(interaction_ratio)))
+    if t.ratio_weight:
+        terms.append(("Ls/ratio", t.ratio_weight, losses.division_ratio_loss(interaction_ratio, t.ratio_target)))
+    return terms
+
+
 def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: str | None = AXIS,
                     reduce_grads: bool = True):
     """Build ``train_step(state, batch, seed_key) -> (state, metrics)`` for one device.
@@ -67,11 +79,9 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
                                             search_size=model.config.search_size, giou_weight=t.giou_weight,
                                             l1_weight=t.l1_weight, focal_weight=t.focal_weight)
-            if t.entropy_weight:  # the official actor's entropy=True (weight 1); off in the official configs
-                entropy = losses.division_entropy_loss(out["interaction_ratio"])
-                total = total + t.entropy_weight * entropy
-                status = {**status, "Ls/total": jax.lax.stop_gradient(total),
-                          "Ls/entropy": jax.lax.stop_gradient(entropy)}
+            for name, weight, term in division_terms(t, out["interaction_ratio"]):
+                total = total + weight * term
+                status = {**status, "Ls/total": jax.lax.stop_gradient(total), name: jax.lax.stop_gradient(term)}
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])
 
         (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,10 +1,12 @@
-"""grm_jax.train.step: the optional division-entropy term enters the objective the train step differentiates."""
+"""grm_jax.train.step: the optional division terms (entropy, ratio) enter the objective the train step
+differentiates."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from grm_jax import losses
 from grm_jax.models import build_model, host_init, sample_keys
@@ -13,10 +15,10 @@ from grm_jax.train.step import create_state, make_train_step
 from helpers import load_config, tiny_inputs
 
 
-def _step(tiny_outputs, entropy_weight: float):
+def _step(tiny_outputs, **train):
     config = load_config("tiny")
     config.model.drop_path_rate = 0.0
-    config.train.entropy_weight = entropy_weight
+    config.train.update(train)
     model = build_model(config)
     z, x, mask = tiny_inputs(tiny_outputs)
     variables = host_init(model, z, x, seed=0)
@@ -28,16 +30,24 @@ def _step(tiny_outputs, entropy_weight: float):
     return model, variables, batch, new_state, metrics
 
 
-def test_entropy_weight_adds_the_official_term(tiny_outputs):
-    model, variables, batch, off_state, off = _step(tiny_outputs, 0.0)
-    _, _, _, on_state, on = _step(tiny_outputs, 1.0)
-    assert "Ls/entropy" not in off
+TERMS = {"Ls/entropy": (dict(entropy_weight=1.0), losses.division_entropy_loss),
+         "Ls/ratio": (dict(ratio_weight=2.0, ratio_target=0.2),
+                      lambda r: 2.0 * losses.division_ratio_loss(r, 0.2))}
+
+
+@pytest.mark.parametrize("name", list(TERMS))
+def test_division_term_enters_the_objective(tiny_outputs, name):
+    settings, weighted_term = TERMS[name]
+    model, variables, batch, off_state, off = _step(tiny_outputs)
+    _, _, _, on_state, on = _step(tiny_outputs, **settings)
+    assert name not in off
     # The same pass with the step's keys: its interaction ratios give the term the step must have added.
     keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(batch["search"].shape[0]))
     out, _ = model.apply(variables, batch["template"], batch["search"], batch["template_mask"], train=True,
                          sample_keys=keys, mutable=["batch_stats"])
-    expected = float(losses.division_entropy_loss(out["interaction_ratio"]))
-    np.testing.assert_allclose(float(on["Ls/entropy"]), expected, rtol=1e-6)  # float32 rounding
+    expected = float(weighted_term(out["interaction_ratio"]))
+    weight = next(v for k, v in settings.items() if k.endswith("_weight"))
+    np.testing.assert_allclose(weight * float(on[name]), expected, rtol=1e-6)  # float32 rounding
     np.testing.assert_allclose(float(on["Ls/total"]), float(off["Ls/total"]) + expected, rtol=1e-6)
     # The term has a gradient: the division MLPs move differently with it.
     divide = lambda p: p["backbone"]["blocks_1"]["attn"]["divide_predict_4"]["kernel"]
