@@ -8,8 +8,10 @@ exit status is 143 (128 + SIGTERM, what the signal itself would have given) so t
 
 from __future__ import annotations
 
+import sys
+
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 
 from grm_jax import cli, compilation_cache, distributed
 from grm_jax.config import validate
@@ -17,21 +19,25 @@ from grm_jax.train.run import train_and_evaluate
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM
 
-_CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here")
+#: Relative to the repository root (this file's folder): the default works from any working directory.
+DEFAULT_CONFIG = "configs/grm_tiny_synthetic.py"
 
 
-def main(argv: list[str]) -> int:
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags besides ``--config`` (and its overrides) and ``--verbosity``."""
+    flags.DEFINE_string("workdir", "runs/demo", "checkpoints, logs and results go here", flag_values=fv)
+
+
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Trains (and evaluates) as the flags say; the exit status (:data:`EXIT_PREEMPTED` after SIGTERM)."""
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every step at INFO
-    config = _CONFIG.value
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    config = fv.config
     validate(config)
     distributed.initialize(config)  # config.train.distributed: join the other processes first
     print(f"devices: {jax.devices()} (process {jax.process_index()} of {jax.process_count()})")
-    out = train_and_evaluate(config, _WORKDIR.value)
+    out = train_and_evaluate(config, fv.workdir)
     if out["preempted"]:
         print(f"preempted: stopped at step {out['step']} (checkpoint saved in {out['workdir']}); rerun the same "
               f"command to resume")
@@ -45,5 +51,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python train.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``). absl logging shows
+    warnings only unless ``--verbosity`` is given: Orbax and TFDS log every step at INFO."""
+    return cli.call(argv, define_flags, run, __doc__, config=DEFAULT_CONFIG, verbosity=True)
+
+
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(main())

@@ -31,11 +31,12 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from jax import export
 
 from grm_jax import cli
@@ -125,43 +126,46 @@ def _size(path: pathlib.Path) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
-def main(argv: list[str]) -> int:
-    """The command line (absl; run by :func:`grm_jax.cli.run` after :func:`define_flags`)."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
+DEFAULT_CONFIG = "configs/grm_tiny_synthetic.py"  # relative to the repository root
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags besides ``--config`` (and its overrides) and ``--verbosity``."""
+    flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / .pth", flag_values=fv)
+    flags.DEFINE_string("output", None, "artefact folder (default: <checkpoint>/export)", flag_values=fv)
+    flags.DEFINE_string("frame_size", None, "H,W to fix the frame size (default: symbolic)", flag_values=fv)
+    flags.DEFINE_string("dataset", "synthetic", "dataset whose division threshold is the default", flag_values=fv)
+    flags.DEFINE_float("threshold", None, "default division threshold stored in meta.json", flag_values=fv)
+    flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for", flag_values=fv)
+
+
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Exports the checkpoint's tracker as the flags say."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    config = fv.config
     validate(config)
-    if _THRESHOLD.value is not None:
-        check_threshold(_THRESHOLD.value, "--threshold")
-    checkpoint = pathlib.Path(_CHECKPOINT.value)
-    variables = load_checkpoint_variables(checkpoint, config, cli.config_given())
-    params = TrackerParams.from_config(config, _DATASET.value, crop="device", threshold=_THRESHOLD.value)
-    frame_size = tuple(int(v) for v in _FRAME_SIZE.value.split(",")) if _FRAME_SIZE.value else None
-    out = _OUTPUT.value or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "export"
-    path = save_artefact(out, build_model(config), variables, params, frame_size, tuple(_PLATFORMS.value),
-                         dict(checkpoint=str(checkpoint), dataset=_DATASET.value))
-    print(f"exported tracker ({', '.join(_PLATFORMS.value)}; batch symbolic, frame "
+    if fv.threshold is not None:
+        check_threshold(fv.threshold, "--threshold")
+    checkpoint = pathlib.Path(fv.checkpoint)
+    variables = load_checkpoint_variables(checkpoint, config, cli.config_given(fv))
+    params = TrackerParams.from_config(config, fv.dataset, crop="device", threshold=fv.threshold)
+    frame_size = tuple(int(v) for v in fv.frame_size.split(",")) if fv.frame_size else None
+    out = fv.output or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "export"
+    path = save_artefact(out, build_model(config), variables, params, frame_size, tuple(fv.platforms),
+                         dict(checkpoint=str(checkpoint), dataset=fv.dataset))
+    print(f"exported tracker ({', '.join(fv.platforms)}; batch symbolic, frame "
           f"{'x'.join(map(str, frame_size)) if frame_size else 'size symbolic'}) to {path}:")
     for name in FILES:
         print(f"  {name}  {_size(path / name)}")
     return 0
 
 
-def define_flags() -> None:
-    """The command line's absl flags: defined only when this module runs as the program, so that importing it as a
-    library (tests, notebooks) leaves absl's global flags to the program that imports it."""
-    global _CONFIG, _CHECKPOINT, _OUTPUT, _FRAME_SIZE, _DATASET, _THRESHOLD, _PLATFORMS
-    _CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
-    _CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / .pth")
-    _OUTPUT = flags.DEFINE_string("output", None, "artefact folder (default: <checkpoint>/export)")
-    _FRAME_SIZE = flags.DEFINE_string("frame_size", None, "H,W to fix the frame size (default: symbolic)")
-    _DATASET = flags.DEFINE_string("dataset", "synthetic", "dataset whose division threshold is the default")
-    _THRESHOLD = flags.DEFINE_float("threshold", None, "default division threshold stored in meta.json")
-    _PLATFORMS = flags.DEFINE_list("platforms", ["cpu", "cuda"], "platforms to lower for")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.export [flags]`` or ``grm-export [flags]`` (``argv`` like ``sys.argv``; ``None``:
+    ``sys.argv``)."""
+    return cli.call(argv, define_flags, run, __doc__, config=DEFAULT_CONFIG, verbosity=True)
 
 
 if __name__ == "__main__":
-    define_flags()
-    cli.run(main)
+    sys.exit(main())

@@ -1,14 +1,17 @@
-"""Every entry point: an ordinary mistake gives one ``error:`` line and a non-zero exit (grm_jax/cli.py for the absl
-ones, argparse for the others), and creates nothing."""
+"""Every entry point: an ordinary mistake gives one ``error:`` line and a non-zero exit (grm_jax/cli.py), and creates
+nothing; ``main(argv)`` runs from Python, again with other arguments in the same process."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from grm_jax import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MISSING = "does/not/exist"
@@ -27,7 +30,7 @@ ENTRY_POINTS_MISSING_PATH = {
     "convert": ["-m", "grm_jax.convert", "to-orbax", *TINY, "--input", f"{MISSING}.pth", "--output", "{tmp}/o"],
     "compare": ["-m", "grm_jax.compare", "--checkpoint", MISSING, "--reference", f"{MISSING}.npz"],
 }
-ABSL = {"train.py": ["train.py"], "eval.py": ["eval.py"], "track": ["-m", "grm_jax.track"],
+WITH_CONFIG = {"train.py": ["train.py"], "eval.py": ["eval.py"], "track": ["-m", "grm_jax.track"],
         "export": ["-m", "grm_jax.export"]}
 
 
@@ -39,7 +42,7 @@ def _run(args, tmp_path):
 
 
 def _error_lines(stderr: str) -> list[str]:
-    """stderr without argparse's usage block (``usage:`` and its indented continuation lines)."""
+    """stderr without a usage block (``usage:`` and its indented continuation lines)."""
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
 
 
@@ -55,9 +58,9 @@ def test_missing_path_is_one_line(name, tmp_path):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", list(ABSL))
+@pytest.mark.parametrize("name", list(WITH_CONFIG))
 def test_unknown_config_key_is_one_line_with_the_nearest_keys(name, tmp_path):
-    proc = _run([*ABSL[name], "--config.model.nonexistent=1", "--config.train.bach_size=3"], tmp_path)
+    proc = _run([*WITH_CONFIG[name], "--config.model.nonexistent=1", "--config.train.bach_size=3"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown config key model.nonexistent (nearest: model.attention, model.backbone, model.dtype) "
@@ -89,7 +92,48 @@ def test_threshold_flag_follows_the_config_rule(tmp_path):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", list(ABSL))
+@pytest.mark.parametrize("name", list(WITH_CONFIG))
 def test_help_lists_the_config_overrides(name, tmp_path):
-    proc = _run([*ABSL[name], "--help"], tmp_path)  # (absl's --help exits 1 after printing)
+    proc = _run([*WITH_CONFIG[name], "--help"], tmp_path)
+    assert proc.returncode == 0
     assert "--config.train.max_steps=0" in proc.stdout and "--config.model.embed_dim=" in proc.stdout
+
+
+def _script(name: str):
+    """The top-level script ``name.py`` (train, eval) as a module, loaded from its file (not run)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_main_twice_in_one_process_from_another_directory(tmp_path, monkeypatch, capsys):
+    """Each call reads its own ``--config.*`` overrides; the default config is found from any directory."""
+    train = _script("train")
+    monkeypatch.chdir(tmp_path)
+    for override, named in [("--config.train.batch_size=0", "config.train.batch_size = 0"),
+                            ("--config.eval.crop=gpu", "config.eval.crop = 'gpu'")]:
+        assert train.main(["train.py", "--workdir", str(tmp_path / "run"), override]) == 1
+        assert capsys.readouterr().err.strip().startswith(f"error: {named}")
+    assert train.main(["train.py", "--config.train.bach_size=3"]) == 2
+    assert "unknown config key train.bach_size (nearest: train.batch_size" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_main_help_and_two_thresholds(capsys):
+    evaluate = _script("eval")
+    assert evaluate.main(["eval.py", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config.train.max_steps=0" in out and "--analyze_only" in out and "-v,--verbosity" in out
+    for threshold in ("1.5", "2.5"):
+        assert evaluate.main(["eval.py", *TINY, "--checkpoint", str(ROOT / PTH), "--threshold", threshold]) == 1
+        assert capsys.readouterr().err.strip() == f"error: --threshold = {threshold} must be in [0, 1)"
+
+
+def test_config_given_sees_config_and_model_overrides():
+    """Whether the command line chose the model config (a ``.pth`` checkpoint then needs no recorded config)."""
+    evaluate = _script("eval")
+    for argv, given in [(["eval.py"], False), (["eval.py", "--config.eval.crop=device"], False),
+                        (["eval.py", "--config.model.embed_dim=64"], True), (["eval.py", *TINY], True)]:
+        fv, _ = cli.parse(argv, evaluate.define_flags, None, config=evaluate.DEFAULT_CONFIG)
+        assert cli.config_given(fv) is given, argv

@@ -17,7 +17,7 @@ from grm_jax import export as grm_export
 from grm_jax.data.processing import normalize_image, transform_box_to_crop
 from grm_jax.track import device_crop
 from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, template_crop_box
-from helpers import OFFICIAL, ROOT
+from helpers import OFFICIAL, ROOT, config_spec
 
 # The exported programs are the Python tracker's own device-crop functions and the runtime maps back and clips in
 # float64 like it, so the boxes should be the same bit for bit (measured: 0 px, batch 1 and batch 4). Tolerance:
@@ -158,3 +158,17 @@ def test_export_cli_fixed_frame_size(tmp_path, refs, python_boxes):
         tracker.track_batch(refs["frames"][1:2])
     assert pathlib.Path(tmp_path / "art" / "export_runtime.py").read_text() == \
         (ROOT / "grm_jax" / "export_runtime.py").read_text()
+
+
+def test_export_main_twice_in_one_process(tmp_path, capsys):
+    """``grm_jax.export.main(argv)`` from Python, twice with other flags: each artefact has its own frame size."""
+    for frame_size in ("240,320", "120,160"):
+        argv = ["grm-export", "--config", config_spec("tiny"), "--checkpoint", str(OFFICIAL / "grm_tiny" /
+                "state_dict.pth"), "--output", str(tmp_path / frame_size), "--frame_size", frame_size,
+                "--platforms", "cpu"]
+        assert grm_export.main(argv) == 0
+        assert f"frame {frame_size.replace(',', 'x')})" in capsys.readouterr().out
+        meta = json.loads((tmp_path / frame_size / "meta.json").read_text())
+        assert meta["frame_size"] == [int(v) for v in frame_size.split(",")]
+    assert grm_export.main(["grm-export", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: no checkpoint in {tmp_path / 'none'}")

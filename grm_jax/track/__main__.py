@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import itertools
 import pathlib
+import sys
 import time
 
 import cv2
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from grm_jax import cli
 from grm_jax.checkpoints import load_checkpoint_variables
@@ -31,16 +32,22 @@ from grm_jax.track.tracker import Tracker, TrackerParams
 from grm_jax.viz.tokens import save_png, tracker_token_grid
 from grm_jax.viz.video import VideoWriter, overlay_frame
 
-_CONFIG = cli.define_config("configs/grm_tiny_synthetic.py")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth")
-_VIDEO = flags.DEFINE_string("video", None, "input video (anything cv2.VideoCapture opens)", required=True)
-_BOX = flags.DEFINE_list("box", None, "initial box x,y,w,h in pixels of the first frame", required=True)
-_OUT = flags.DEFINE_string("out", None, "output overlay video (.mp4)", required=True)
-_VIS_DIR = flags.DEFINE_string("vis_dir", None, "folder for token-division grids and boxes.txt")
-_VIS_EVERY = flags.DEFINE_integer("vis_every", 10, "token grid every N frames")
-_CROP = flags.DEFINE_enum("crop", "host", ["host", "device"], "crop path")
-_THRESHOLD = flags.DEFINE_float("threshold", None, "division threshold (default: config TEST.HYPER.DEFAULT)")
-_MAX_FRAMES = flags.DEFINE_integer("max_frames", None, "stop after this many frames")
+DEFAULT_CONFIG = "configs/grm_tiny_synthetic.py"  # relative to the repository root
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags besides ``--config`` (and its overrides) and ``--verbosity``."""
+    flags.DEFINE_string("checkpoint", "runs/demo", "Orbax checkpoint / training workdir / official .pth",
+                        flag_values=fv)
+    flags.DEFINE_string("video", None, "input video (anything cv2.VideoCapture opens)", required=True,
+                        flag_values=fv)
+    flags.DEFINE_list("box", None, "initial box x,y,w,h in pixels of the first frame", required=True, flag_values=fv)
+    flags.DEFINE_string("out", None, "output overlay video (.mp4)", required=True, flag_values=fv)
+    flags.DEFINE_string("vis_dir", None, "folder for token-division grids and boxes.txt", flag_values=fv)
+    flags.DEFINE_integer("vis_every", 10, "token grid every N frames", flag_values=fv)
+    flags.DEFINE_enum("crop", "host", ["host", "device"], "crop path", flag_values=fv)
+    flags.DEFINE_float("threshold", None, "division threshold (default: config TEST.HYPER.DEFAULT)", flag_values=fv)
+    flags.DEFINE_integer("max_frames", None, "stop after this many frames", flag_values=fv)
 
 
 def read_frames(path: str, max_frames: int | None = None):
@@ -94,37 +101,36 @@ def check_output(out: str, video: str) -> None:
         raise app.UsageError(f"--out {out} is the input video; choose another file")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Tracks the video as the flags say and writes the overlay."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    config = fv.config
     validate(config)
-    if _THRESHOLD.value is not None:
-        check_threshold(_THRESHOLD.value, "--threshold")
-    box = parse_box(_BOX.value)
-    check_output(_OUT.value, _VIDEO.value)
-    frames, fps = read_frames(_VIDEO.value, _MAX_FRAMES.value)
+    if fv.threshold is not None:
+        check_threshold(fv.threshold, "--threshold")
+    box = parse_box(fv.box)
+    check_output(fv.out, fv.video)
+    frames, fps = read_frames(fv.video, fv.max_frames)
     first = next(frames, None)
     if first is None:
-        raise app.UsageError(f"--video {_VIDEO.value}: no frame could be read (not a video OpenCV can decode?)")
+        raise app.UsageError(f"--video {fv.video}: no frame could be read (not a video OpenCV can decode?)")
     check_box_in_frame(box, first)
-    checkpoint = pathlib.Path(_CHECKPOINT.value)
+    checkpoint = pathlib.Path(fv.checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: run `make demo` to train the default one, or pass "
                                 f"--checkpoint (an Orbax directory, a training workdir or an official .pth)")
-    variables = load_checkpoint_variables(checkpoint, config, cli.config_given())
-    params = TrackerParams.from_config(config, "DEFAULT", crop=_CROP.value, threshold=_THRESHOLD.value)
+    variables = load_checkpoint_variables(checkpoint, config, cli.config_given(fv))
+    params = TrackerParams.from_config(config, "DEFAULT", crop=fv.crop, threshold=fv.threshold)
     tracker = Tracker(build_model(config), variables, params)
-    vis_dir = pathlib.Path(_VIS_DIR.value) if _VIS_DIR.value else None
+    vis_dir = pathlib.Path(fv.vis_dir) if fv.vis_dir else None
     boxes_file = None
     if vis_dir is not None:
         vis_dir.mkdir(parents=True, exist_ok=True)
         boxes_file = open(vis_dir / "boxes.txt", "w", encoding="utf-8")  # noqa: SIM115 - closed below
     count, start = 0, time.perf_counter()
     try:
-        with VideoWriter(_OUT.value, fps) as writer:
+        with VideoWriter(fv.out, fps) as writer:
             for t, frame in enumerate(itertools.chain([first], frames)):
                 if t == 0:
                     tracker.initialize(frame, box)
@@ -137,15 +143,21 @@ def main(argv: list[str]) -> int:
                     boxes_file.write(",".join(f"{v:.4f}" for v in np.asarray(box, np.float64)) + "\n")
                     boxes_file.flush()
                 writer.write(overlay_frame(frame, box, None, outputs.get("interaction_ratio"), f"#{t}"))
-                if vis_dir is not None and t > 0 and _VIS_EVERY.value > 0 and t % _VIS_EVERY.value == 0:
+                if vis_dir is not None and t > 0 and fv.vis_every > 0 and t % fv.vis_every == 0:
                     save_png(vis_dir / f"tokens_{t:05d}.png", tracker_token_grid(outputs, config.model.patch_size))
     finally:
         if boxes_file is not None:
             boxes_file.close()
     elapsed = time.perf_counter() - start
-    print(f"tracked {count} frames ({count / elapsed:.1f} frames/s incl. compilation) → {_OUT.value}")
+    print(f"tracked {count} frames ({count / elapsed:.1f} frames/s incl. compilation) → {fv.out}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.track [flags]`` or ``grm-track [flags]`` (``argv`` like ``sys.argv``; ``None``:
+    ``sys.argv``)."""
+    return cli.call(argv, define_flags, run, __doc__, config=DEFAULT_CONFIG, verbosity=True)
+
+
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(main())
