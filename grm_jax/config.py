@@ -56,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.std = IMAGENET_STD
     c.data.num_workers = 16
     c.data.data_dir = "data/tfds"  # prepared (TFDS array_record) datasets
+    # Probability of a colour-channel permutation shared by a pair's frames (not in the official augmentation; 0 =
+    # off, the official sample stream): a small synthetic set has few colour schemes to learn from.
+    c.data.channel_shuffle_prob = 0.0
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
     # max_distractors .. exit_probability: grm_jax.data.synthetic.Difficulty (the defaults are the hard case).
     c.data.synthetic = ml_collections.ConfigDict(
@@ -236,6 +239,9 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.coordinator_address = {t.coordinator_address!r} is not HOST:PORT")
     _check_int(d.sample_per_epoch, "data.sample_per_epoch", 1)
     _check_int(d.num_workers, "data.num_workers", 0)
+    _check_number(d.channel_shuffle_prob, "data.channel_shuffle_prob", 0.0, False)
+    if d.channel_shuffle_prob > 1:
+        raise ValueError(f"config.data.channel_shuffle_prob = {d.channel_shuffle_prob!r} must be a probability")
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
     if len(tuple(d.datasets)) == 0:
         raise ValueError("config.data.datasets is empty")

@@ -49,6 +49,9 @@ class AugmentOptions:
 
     grayscale_prob: float = 0.05  # joint transform
     joint_flip_prob: float = 0.5  # joint transform, full frames
+    # Not in the official code: a random permutation of the colour channels, the same for both frames (joint
+    # transform), with this probability. 0 draws nothing, so the official sample stream is unchanged.
+    channel_shuffle_prob: float = 0.0
     brightness_jitter: float = 0.2  # factor ~ U(1 − b, 1 + b) (lower end clamped at 0)
     crop_flip_prob: float = 0.5  # per-crop flip
     # Quirk (docs/training.md#per-crop-flip): the per-crop flip is rolled separately for template and search.
@@ -81,14 +84,20 @@ def flip_image_box(image: np.ndarray, box: np.ndarray):
 
 
 def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOptions):
-    """One grayscale roll and one flip roll, applied to every frame (template first, search reuses the roll)."""
+    """One grayscale roll and one flip roll, applied to every frame (template first, search reuses the roll); and,
+    when ``options.channel_shuffle_prob`` > 0, one roll and one permutation of the colour channels."""
     gray = rng.random() < options.grayscale_prob
     flip = rng.random() < options.joint_flip_prob
+    channels = None
+    if options.channel_shuffle_prob > 0 and rng.random() < options.channel_shuffle_prob:
+        channels = rng.permutation(3)
     out_images, out_boxes = [], []
     for image, box in zip(images, boxes):
         box = np.asarray(box, np.float64)
         if gray:
             image = to_grayscale(image)
+        if channels is not None:
+            image = image[..., channels]
         if flip:
             image, box = flip_image_box(image, box)
         out_images.append(np.ascontiguousarray(image))

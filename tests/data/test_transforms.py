@@ -71,6 +71,27 @@ def test_joint_flip_rate_and_sharing():
     assert abs(np.mean(flips) - 0.5) < 0.1
 
 
+def test_channel_shuffle_permutes_both_frames_alike_and_off_draws_nothing():
+    a, b = gradient_image(), gradient_image(100, 140)
+    shuffle = dataclasses.replace(PLAIN, channel_shuffle_prob=1.0)
+    seen = set()
+    for seed in range(20):
+        (ia, ib), _ = tf.joint_transform(np.random.default_rng(seed), [a, b], [[1, 2, 3, 4]] * 2, shuffle)
+        # the permutation that maps a's channel means onto ia's, the same for b
+        perm = tuple(int(np.argmin([abs(ia[..., c].mean() - a[..., k].mean()) for k in range(3)])) for c in range(3))
+        np.testing.assert_array_equal(ia, a[..., list(perm)])
+        np.testing.assert_array_equal(ib, b[..., list(perm)])
+        seen.add(perm)
+    assert len(seen) > 2  # more than the identity and one other order in 20 rolls
+    # Off (the official setting) draws nothing more than the official two rolls (grey, flip): the stream after the
+    # joint transform is the official one; on, it draws more.
+    for prob, draws_more in ((0.0, False), (1.0, True)):
+        rng, official = np.random.default_rng(3), np.random.default_rng(3)
+        tf.joint_transform(rng, [a], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, channel_shuffle_prob=prob))
+        official.random(), official.random()
+        assert (rng.random() != official.random()) == draws_more
+
+
 # --- steps 2–3 ----------------------------------------------------------------------------------------------------
 
 
