@@ -14,66 +14,85 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
+import functools
 import sys
 
-from grm_jax import checkpoints
+from absl import app, flags
+
+from grm_jax import checkpoints, cli
 from grm_jax.config import load_config_file
 from grm_jax.convert.official import init_variables, load_pretrained_backbone, official_to_variables, write_state_dict
 
 
-def _to_orbax(args):
-    config = load_config_file(args.config)
-    variables = official_to_variables(args.input, config)
-    step_dir = checkpoints.save_variables(args.output, variables, config, step=args.step)
+def _to_orbax_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("config", None, "configs/<name>.py[:arg] the checkpoint belongs to", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("input", None, ".pth, .pth.tar (with 'net') or .safetensors", required=True, flag_values=fv)
+    flags.DEFINE_string("output", None, "Orbax checkpoint directory", required=True, flag_values=fv)
+    flags.DEFINE_integer("step", 0, "checkpoint step", flag_values=fv)
+
+
+def _to_orbax(fv: flags.FlagValues, args: list[str]) -> None:
+    _no_arguments(args)
+    config = load_config_file(fv.config)
+    variables = official_to_variables(fv.input, config)
+    step_dir = checkpoints.save_variables(fv.output, variables, config, step=fv.step)
     print(f"wrote {step_dir} ({config.model.backbone}, search {config.model.search_size} px)")
 
 
-def _to_torch(args):
-    variables, _ = checkpoints.load_variables(args.checkpoint, step=args.step)
-    path = write_state_dict(variables, args.output)
+def _to_torch_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("checkpoint", None, "Orbax checkpoint directory", required=True, flag_values=fv)
+    flags.DEFINE_string("output", None, ".pth (torch zip format) or .safetensors", required=True, flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=fv)
+
+
+def _to_torch(fv: flags.FlagValues, args: list[str]) -> None:
+    _no_arguments(args)
+    variables, _ = checkpoints.load_variables(fv.checkpoint, step=fv.step)
+    path = write_state_dict(variables, fv.output)
     print(f"wrote {path}")
 
 
-def _init_backbone(args):
-    config = load_config_file(args.config)
-    variables, report = load_pretrained_backbone(init_variables(config, args.seed), args.pretrained, config,
-                                                 patch_start_index=args.patch_start_index)
-    step_dir = checkpoints.save_variables(args.output, variables, config, step=0)
+def _init_backbone_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("config", None, "configs/<name>.py[:arg] of the model", required=True, flag_values=fv)
+    flags.DEFINE_string("pretrained", None, "mae_pretrain_vit_{base,large}.pth or a DeiT-B file", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("output", None, "Orbax checkpoint directory", required=True, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "seed of the fresh parameters", flag_values=fv)
+    flags.DEFINE_integer("patch_start_index", None, "default: from the file name (DeiT distilled: 2, else 1)",
+                         flag_values=fv)
+
+
+def _init_backbone(fv: flags.FlagValues, args: list[str]) -> None:
+    _no_arguments(args)
+    config = load_config_file(fv.config)
+    variables, report = load_pretrained_backbone(init_variables(config, fv.seed), fv.pretrained, config,
+                                                 patch_start_index=fv.patch_start_index)
+    step_dir = checkpoints.save_variables(fv.output, variables, config, step=0)
     print(f"loaded {len(report.loaded)} backbone entries, ignored {report.ignored}, "
           f"patch_start_index {report.patch_start_index}; division MLPs and head fresh; wrote {step_dir}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("to-orbax", help="official GRM checkpoint → Orbax checkpoint")
-    p.add_argument("--config", required=True, help="configs/<name>.py[:arg] the checkpoint belongs to")
-    p.add_argument("--input", required=True, help=".pth, .pth.tar (with 'net') or .safetensors")
-    p.add_argument("--output", required=True, help="Orbax checkpoint directory")
-    p.add_argument("--step", type=int, default=0)
-    p.set_defaults(run=_to_orbax)
-    p = sub.add_parser("to-torch", help="Orbax checkpoint → official state dict")
-    p.add_argument("--checkpoint", required=True, help="Orbax checkpoint directory")
-    p.add_argument("--output", required=True, help=".pth (torch zip format) or .safetensors")
-    p.add_argument("--step", type=int, default=None, help="default: the latest")
-    p.set_defaults(run=_to_torch)
-    p = sub.add_parser("init-backbone", help="fresh GRM with an ImageNet-pretrained backbone")
-    p.add_argument("--config", required=True)
-    p.add_argument("--pretrained", required=True, help="mae_pretrain_vit_{base,large}.pth or a DeiT-B file")
-    p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patch_start_index", type=int, default=None, help="default: from the file name (DeiT "
-                   "distilled: 2, else 1)")
-    p.set_defaults(run=_init_backbone)
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+def _no_arguments(args: list[str]) -> None:
+    """The subcommands take flags only."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+
+
+#: Subcommand → (its flags, what it does, its help line).
+COMMANDS = {
+    "to-orbax": (_to_orbax_flags, _to_orbax, "official GRM checkpoint → Orbax checkpoint"),
+    "to-torch": (_to_torch_flags, _to_torch, "Orbax checkpoint → official state dict"),
+    "init-backbone": (_init_backbone_flags, _init_backbone, "fresh GRM with an ImageNet-pretrained backbone"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.convert COMMAND [flags]`` or ``grm-convert COMMAND [flags]`` (``argv`` like
+    ``sys.argv``; ``None``: ``sys.argv``)."""
+    commands = {name: functools.partial(cli.call, define=define, body=body, doc=f"{name}: {line}\n\n{__doc__}")
+                for name, (define, body, line) in COMMANDS.items()}
+    return cli.dispatch(argv, commands, __doc__)
 
 
 if __name__ == "__main__":

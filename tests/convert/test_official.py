@@ -18,6 +18,7 @@ from grm_jax.convert.__main__ import main as convert_main
 from grm_jax.convert.state_dict import StateDictMismatchError
 from helpers import OFFICIAL, ROOT, config_spec, load_config
 
+PROG = "grm-convert"
 TINY_PTH = OFFICIAL / "grm_tiny" / "state_dict.pth"
 TINY_CONFIG = config_spec("tiny")
 
@@ -31,11 +32,11 @@ def _assert_same_state(a: dict, b: dict):
 
 
 def test_pth_to_orbax_to_pth_is_bit_exact(tmp_path, tiny_state_dict):
-    assert convert_main(["to-orbax", "--config", TINY_CONFIG, "--input", str(TINY_PTH),
+    assert convert_main([PROG, "to-orbax", "--config", TINY_CONFIG, "--input", str(TINY_PTH),
                          "--output", str(tmp_path / "ckpt")]) == 0
     variables, config = checkpoints.load_variables(tmp_path / "ckpt")
     assert config.model.embed_dim == 192 and config.model.search_size == 128  # the config travels along
-    assert convert_main(["to-torch", "--checkpoint", str(tmp_path / "ckpt"), "--output",
+    assert convert_main([PROG, "to-torch", "--checkpoint", str(tmp_path / "ckpt"), "--output",
                          str(tmp_path / "back.pth")]) == 0
     back = torch.load(tmp_path / "back.pth", weights_only=True)
     _assert_same_state({k: v.numpy() for k, v in back.items()}, tiny_state_dict)
@@ -66,9 +67,9 @@ def test_round_trip_without_torch(tmp_path, tiny_state_dict):
         import sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
         from grm_jax.convert.__main__ import main
-        assert main(["to-orbax", "--config", {TINY_CONFIG!r}, "--input", {str(TINY_PTH)!r},
+        assert main(["grm-convert", "to-orbax", "--config", {TINY_CONFIG!r}, "--input", {str(TINY_PTH)!r},
                      "--output", {str(tmp_path / "ckpt")!r}]) == 0
-        assert main(["to-torch", "--checkpoint", {str(tmp_path / "ckpt")!r},
+        assert main(["grm-convert", "to-torch", "--checkpoint", {str(tmp_path / "ckpt")!r},
                      "--output", {str(tmp_path / "back.pth")!r}]) == 0
         assert "torch" not in sys.modules or sys.modules["torch"] is None
     """)
@@ -119,7 +120,7 @@ def test_backbone_from_pretrained(tmp_path, tiny_state_dict, distilled):
 def test_cli_init_backbone(tmp_path, tiny_state_dict):
     path = tmp_path / "mae_pretrain_vit_base.pth"
     pth_io.save_pth({"model": _mae_like(tiny_state_dict)}, path)
-    assert convert_main(["init-backbone", "--config", TINY_CONFIG, "--pretrained", str(path),
+    assert convert_main([PROG, "init-backbone", "--config", TINY_CONFIG, "--pretrained", str(path),
                          "--output", str(tmp_path / "init")]) == 0
     variables, _ = checkpoints.load_variables(tmp_path / "init")
     flat = traverse_util.flatten_dict(variables["params"])
@@ -133,7 +134,7 @@ def test_wrong_config_for_checkpoint(tmp_path, capsys):
     message = str(info.value)
     assert str(TINY_PTH) in message and "vit_base" in message
     assert "backbone.patch_embed.proj.weight: checkpoint (192, 3, 16, 16) vs model (768, 3, 16, 16)" in message
-    code = convert_main(["to-orbax", "--config", config_spec("B/256"), "--input",
+    code = convert_main([PROG, "to-orbax", "--config", config_spec("B/256"), "--input",
                          str(TINY_PTH), "--output", str(tmp_path / "x")])
     assert code == 1 and "shape mismatches" in capsys.readouterr().err
 
@@ -142,7 +143,7 @@ def test_truncated_checkpoint_is_named(tmp_path, capsys):
     data = TINY_PTH.read_bytes()
     broken = tmp_path / "broken.pth"
     broken.write_bytes(data[: len(data) // 2])
-    code = convert_main(["to-orbax", "--config", TINY_CONFIG, "--input", str(broken), "--output",
+    code = convert_main([PROG, "to-orbax", "--config", TINY_CONFIG, "--input", str(broken), "--output",
                          str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 1 and str(broken) in err
