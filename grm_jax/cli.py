@@ -197,7 +197,7 @@ def _usage_error(err: Exception, argv: list[str], config: str | None) -> None:
     """A flag or config-override error as one line naming the unknown config key if there is one (exit 2)."""
     if os.environ.get(TRACEBACK_ENV):
         raise err
-    message = config is not None and config_error(argv, default_config_path(config)) or _first_line(err)
+    message = config is not None and config_error(argv, default_config_path(config)) or one_line(err)
     fail(f"{message} (see --help)", EXIT_USAGE)
 
 
@@ -218,7 +218,7 @@ def _guarded(body: Body, fv: flags.FlagValues, args: list[str]) -> int:
     except USER_ERRORS as err:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        fail(_first_line(err), EXIT_ERROR)
+        fail(one_line(err), EXIT_ERROR)
 
 
 def _before_dashes(args: list[str]) -> list[str]:
@@ -226,7 +226,7 @@ def _before_dashes(args: list[str]) -> list[str]:
     return args[:args.index("--")] if "--" in args else args
 
 
-def _first_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """The error's message on one line: the last line of absl's chained flag errors, else all lines joined; a bare
     ``KeyError`` says which key is missing."""
     if isinstance(err, KeyError) and err.args:

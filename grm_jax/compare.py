@@ -21,7 +21,6 @@ relative errors) and the final-state errors; exit status 1 past the tolerances, 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import re
@@ -29,8 +28,9 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from grm_jax import checkpoints, losses
+from grm_jax import checkpoints, cli, losses
 from grm_jax.config import load_config_file
 from grm_jax.convert.official import official_to_variables
 from grm_jax.models import build_model, to_official_layout
@@ -131,63 +131,86 @@ def format_table(rows: list[Row], atol: float, rtol: float) -> str:
     return "\n".join(lines)
 
 
-def _load(args):
-    path = pathlib.Path(args.checkpoint)
+def _load(fv: flags.FlagValues):
+    path = pathlib.Path(fv.checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path} (an Orbax directory or an official .pth / .pth.tar)")
     if path.is_dir():
         variables, stored_config = checkpoints.load_variables(path)
-        config = load_config_file(args.config) if args.config else stored_config
+        config = load_config_file(fv.config) if fv.config else stored_config
     else:
-        if not args.config:
+        if not fv.config:
             raise ValueError("--config is needed with a PyTorch checkpoint file")
-        config = load_config_file(args.config)
+        config = load_config_file(fv.config)
         variables = official_to_variables(path, config)
     return build_model(config), variables
 
 
-def trajectory_main(argv) -> int:
+def _unreadable(err: Exception) -> None:
+    """Inputs that cannot be read: one line, exit status 2 (1 means "outside the tolerances")."""
+    cli.fail(cli.one_line(err), cli.EXIT_USAGE)
+
+
+def _trajectory_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("config", None, "the recorded model's config, e.g. configs/grm.py:tiny", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("reference", None, "trajectory.npz (meta.json beside it)", required=True, flag_values=fv)
+
+
+def _trajectory(fv: flags.FlagValues, args: list[str]) -> int:
     """``python -m grm_jax.compare trajectory ...``."""
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.compare trajectory",
-                                     description=trajectory.__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="the recorded model's config, e.g. configs/grm.py:tiny")
-    parser.add_argument("--reference", required=True, help="trajectory.npz (meta.json beside it)")
-    args = parser.parse_args(argv)
+    _no_arguments(args)
     try:
-        config = load_config_file(args.config)
-        recorded = trajectory.load(args.reference)
+        config = load_config_file(fv.config)
+        recorded = trajectory.load(fv.reference)
         result = trajectory.compare(trajectory.replay(config, recorded), recorded)
     except (ValueError, OSError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        _unreadable(err)
     print(trajectory.format_report(result))
     return 0 if result["final"]["ok"] else 1
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["trajectory"]:
-        return trajectory_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="configs/<name>.py[:arg]; default: the one recorded in the checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="Orbax checkpoint directory or official .pth[.tar]")
-    parser.add_argument("--reference", required=True, help="reference .npz produced with the official code")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest max-abs error accepted for outputs")
-    parser.add_argument("--rtol", type=float, default=1e-4, help="largest relative error accepted for loss terms")
-    args = parser.parse_args(argv)
+def _compare_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("config", None, "configs/<name>.py[:arg]; default: the one recorded in the checkpoint",
+                        flag_values=fv)
+    flags.DEFINE_string("checkpoint", None, "Orbax checkpoint directory or official .pth[.tar]", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("reference", None, "reference .npz produced with the official code", required=True,
+                        flag_values=fv)
+    flags.DEFINE_float("atol", 1e-4, "largest max-abs error accepted for outputs", flag_values=fv)
+    flags.DEFINE_float("rtol", 1e-4, "largest relative error accepted for loss terms", flag_values=fv)
+
+
+def _compare(fv: flags.FlagValues, args: list[str]) -> int:
+    """``python -m grm_jax.compare ...``: the table and 1 if a row is outside the tolerances."""
+    _no_arguments(args)
     try:
-        model, variables = _load(args)
-        reference = dict(np.load(args.reference))
+        model, variables = _load(fv)
+        reference = dict(np.load(fv.reference))
     except (ValueError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        _unreadable(err)
     rows = compare(model, variables, reference)
-    print(format_table(rows, args.atol, args.rtol))
-    failed = [r for r in rows if not r.ok(args.atol, args.rtol)]
+    print(format_table(rows, fv.atol, fv.rtol))
+    failed = [r for r in rows if not r.ok(fv.atol, fv.rtol)]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons within tolerance "
-          f"(atol {args.atol:g}, loss rtol {args.rtol:g})")
+          f"(atol {fv.atol:g}, loss rtol {fv.rtol:g})")
     return 1 if failed else 0
+
+
+def _no_arguments(args: list[str]) -> None:
+    """Both commands take flags only."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.compare [trajectory] [flags]`` or ``grm-compare ...`` (``argv`` like ``sys.argv``;
+    ``None``: ``sys.argv``)."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] == ["trajectory"]:
+        return cli.call([f"{argv[0]} trajectory", *argv[2:]], _trajectory_flags, _trajectory,
+                        trajectory.__doc__.splitlines()[0])
+    return cli.call(argv, _compare_flags, _compare, __doc__)
 
 
 if __name__ == "__main__":
