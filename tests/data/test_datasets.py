@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from grm_jax.data import synthetic
-from grm_jax.data.datasets import (INDEX_FILE, REPORT_FILE, make_builder, prepare, prepare_dataset,
-                                   synthetic_config)
+from grm_jax.data.datasets import INDEX_FILE, REPORT_FILE, make_builder, prepare, prepare_dataset, synthetic_config
+from grm_jax.data.datasets.__main__ import main
 from grm_jax.data.datasets.common import parse_box_lines, parse_flag_values
 from grm_jax.data.source import DatasetSource, FrameUnavailableError, MemorySource, decode_rgb, encode_jpeg
 
@@ -370,3 +370,21 @@ def test_preparation_warning_names_the_final_report(got10k_root, tmp_path, caplo
     report = pathlib.Path(builder.data_dir) / REPORT_FILE
     (message,) = [r.getMessage() for r in caplog.records if "problem(s) while preparing" in r.getMessage()]
     assert message.endswith(f"5 problem(s) while preparing, see {report}") and report.is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: python -m grm_jax.data.datasets NAME ROOT DATA_DIR, called from Python
+
+
+def test_main_twice_in_one_process(got10k_root, tmp_path, capsys):
+    """Two calls with other arguments: each prepares (or refuses) what its own argv says."""
+    split = ["--split_file", str(got10k_root / "vot_split.txt")]
+    assert main(["grm-datasets", "GOT10K_vot_train", str(got10k_root), str(tmp_path / "a"), *split]) == 0
+    assert f"prepared GOT10K_vot_train in {tmp_path / 'a'}" in capsys.readouterr().out
+    assert main(["grm-datasets", "LASOT", str(tmp_path / "none"), str(tmp_path / "b")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: dataset folder {tmp_path / 'none'} does not exist or is empty (the LASOT data in its official "
+        "layout goes there)"]
+    assert not (tmp_path / "b").exists()
+    assert main(["grm-datasets", "LASOT", str(got10k_root)]) == 2  # DATA_DIR missing
+    assert "expected NAME ROOT DATA_DIR" in capsys.readouterr().err
