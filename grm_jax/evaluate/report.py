@@ -21,15 +21,16 @@ Plots: legend entries ``name [score]`` sorted best first, like the official ``pl
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 from collections.abc import Sequence as SequenceABC
 
 import numpy as np
+from absl import app, flags
 from tqdm import tqdm
 
+from grm_jax import cli
 from grm_jax.evaluate import metrics
 from grm_jax.evaluate.benchmarks import Sequence, load_benchmark
 from grm_jax.evaluate.results import read_results, result_paths
@@ -254,26 +255,36 @@ def parse_result_dirs(specs: SequenceABC[str]) -> tuple[list[str], list[str] | N
     return dirs, [n if n is not None else d for n, d in zip(names, default)]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.evaluate.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, help="benchmark name (lasot, nfs, uav, avist, got10k_val, ...)")
-    parser.add_argument("--data_dir", required=True, help="the benchmark's root folder")
-    parser.add_argument("--out", default=None, help="output folder (default: ./report_{dataset})")
-    parser.add_argument("--sequence_list", default=None,
-                        help="text file of sequence names (overrides the derived list)")
-    parser.add_argument("--skip_missing", action="store_true",
-                        help="drop sequences missing from any result folder instead of failing")
-    parser.add_argument("--no_frame_check", action="store_true", help="do not check that frame files exist")
-    parser.add_argument("result_dirs", nargs="+", help="result folders, optionally NAME=DIR")
-    args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags besides the positional result folders."""
+    flags.DEFINE_string("dataset", None, "benchmark name (lasot, nfs, uav, avist, got10k_val, ...)", required=True,
+                        flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "the benchmark's root folder", required=True, flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder (default: ./report_{dataset})", flag_values=fv)
+    flags.DEFINE_string("sequence_list", None, "text file of sequence names (overrides the derived list)",
+                        flag_values=fv)
+    flags.DEFINE_bool("skip_missing", False, "drop sequences missing from any result folder instead of failing",
+                      flag_values=fv)
+    flags.DEFINE_bool("no_frame_check", False, "do not check that frame files exist", flag_values=fv)
 
-    sequences = load_benchmark(args.dataset, args.data_dir, args.sequence_list, check_frames=not args.no_frame_check)
-    dirs, names = parse_result_dirs(args.result_dirs)
-    out = write_report(dirs, sequences, args.out or f"report_{args.dataset}", args.dataset, names, args.skip_missing)
+
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Writes the report of the result folders ``args[1:]`` (``DIR`` or ``NAME=DIR``) and prints its table."""
+    if len(args) < 2:
+        raise app.UsageError("expected at least one result folder (DIR or NAME=DIR)")
+    sequences = load_benchmark(fv.dataset, fv.data_dir, fv.sequence_list, check_frames=not fv.no_frame_check)
+    dirs, names = parse_result_dirs(args[1:])
+    out = write_report(dirs, sequences, fv.out or f"report_{fv.dataset}", fv.dataset, names, fv.skip_missing)
     with open(out["markdown"], encoding="utf-8") as f:
         sys.stdout.write(f.read())
     print(f"\nwritten: {out['markdown']}, " + ", ".join(out[k] for k in _PLOTS))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.evaluate.report --dataset NAME --data_dir ROOT RESULT_DIR ...`` or ``grm-report ...``
+    (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ A resumed run appends records again from its checkpoint's step; the last record 
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
 import numpy as np
+from absl import app, flags
+
+from grm_jax import cli
 
 GROUPS = {
     "losses": ["Ls/total", "Ls/giou", "Ls/l1", "Ls/loc"],
@@ -105,20 +107,25 @@ def write_curves(workdir, out_dir=None) -> dict[str, pathlib.Path]:
     return written
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grm_jax.viz.curves", description=__doc__.splitlines()[0])
-    parser.add_argument("workdir", help="training workdir (or its metrics.jsonl)")
-    parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/curves)")
-    args = parser.parse_args(argv)
-    try:
-        written = write_curves(args.workdir, args.out)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for group, path in written.items():
+def define_flags(fv: flags.FlagValues) -> None:
+    """The flags besides the positional WORKDIR."""
+    flags.DEFINE_string("out", None, "output folder (default: WORKDIR/curves)", flag_values=fv)
+
+
+def run(fv: flags.FlagValues, args: list[str]) -> int:
+    """Writes the curves of the workdir ``args[1]`` and names each file."""
+    if len(args) != 2:
+        raise app.UsageError(f"expected one WORKDIR (a training workdir or its metrics.jsonl), got {args[1:]}")
+    for group, path in write_curves(args[1], fv.out).items():
         print(f"{group}: {path}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grm_jax.viz.curves WORKDIR [--out DIR]`` or ``grm-curves ...`` (``argv`` like ``sys.argv``;
+    ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run, __doc__)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

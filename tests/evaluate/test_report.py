@@ -181,8 +181,23 @@ def test_command_line(tmp_path, capsys):
     root = _nfs_root(tmp_path)
     good, shifted = _trackers(tmp_path, load_benchmark("nfs", root))
     out_dir = str(tmp_path / "cli")
-    assert main(["--dataset", "nfs", "--data_dir", root, "--out", out_dir, f"ours={shifted}", good]) == 0
+    assert main(["grm-report", "--dataset", "nfs", "--data_dir", root, "--out", out_dir, f"ours={shifted}", good]) == 0
     printed = capsys.readouterr().out
     assert printed.index("| 1 | good |") < printed.index("| 2 | ours |")
     assert sorted(os.listdir(out_dir)) == ["norm_precision_nfs.png", "precision_nfs.png", "report_nfs.md",
                                            "success_nfs.png"]
+
+
+def test_command_line_twice_in_one_process(tmp_path, capsys):
+    """Two calls with other names and output folders: each report has its own."""
+    root = _nfs_root(tmp_path)
+    good, shifted = _trackers(tmp_path, load_benchmark("nfs", root))
+    for name, out_dir in (("first", tmp_path / "a"), ("second", tmp_path / "b")):
+        argv = ["grm-report", "--dataset=nfs", f"--data_dir={root}", f"--out={out_dir}", f"{name}={good}", shifted]
+        assert main(argv) == 0
+        assert f"| 1 | {name} |" in capsys.readouterr().out
+        assert f"| 1 | {name} |" in (out_dir / "report_nfs.md").read_text()
+    assert main(["grm-report", "--dataset=nfs", f"--data_dir={root}"]) == 2  # no result folder
+    assert "expected at least one result folder" in capsys.readouterr().err
+    assert main(["grm-report", f"--data_dir={root}", good]) == 2
+    assert "--dataset" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_one_png_per_group_with_its_curves(tmp_path):
 def test_groups_without_data_are_left_out_and_the_cli(tmp_path, capsys):
     lines = [{"step": 2, "IoU": 0.5}, {"step": 4, "IoU": 0.6}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
-    assert curves.main([str(tmp_path), "--out", str(tmp_path / "png")]) == 0
+    assert curves.main(["grm-curves", str(tmp_path), "--out", str(tmp_path / "png")]) == 0
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["iou.png"]
     assert "iou:" in capsys.readouterr().out
 
@@ -72,3 +72,19 @@ def test_groups_without_data_are_left_out_and_the_cli(tmp_path, capsys):
 def test_missing_metrics_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         curves.write_curves(tmp_path)
+
+
+def test_main_twice_in_one_process_and_its_errors(tmp_path, capsys):
+    """Two workdirs in one process: each call plots its own; a missing one is one line (exit 1)."""
+    for name, key in (("a", "IoU"), ("b", "grad_norm")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"step": 1, key: 0.5}) + "\n")
+        assert curves.main(["grm-curves", str(tmp_path / name)]) == 0
+    assert sorted(p.name for p in (tmp_path / "a" / "curves").iterdir()) == ["iou.png"]
+    assert sorted(p.name for p in (tmp_path / "b" / "curves").iterdir()) == ["throughput.png"]
+    capsys.readouterr()
+    assert curves.main(["grm-curves", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "metrics.jsonl" in err[0]
+    assert curves.main(["grm-curves"]) == 2  # WORKDIR is required
+    assert "expected one WORKDIR" in capsys.readouterr().err
