@@ -17,7 +17,6 @@ rows) and ``accelerator.log`` (every part's command and output).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -29,6 +28,12 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(ROOT))  # for grm_jax.cli, which imports no JAX
+
+from absl import app, flags  # noqa: E402
+
+from grm_jax import cli  # noqa: E402
+
 # The parity tests that matter on another backend (forward, train pass and gradients, fused and bfloat16 paths,
 # tracker runs), chosen to fit the GPU part's budget; the whole suite runs on the CPU in CI.
 PARITY_TESTS = ["tests/models/test_grm.py::test_eval_matches_official",
@@ -258,15 +263,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU, a few iterations")
-    parser.add_argument("--budget", type=float, help="seconds for the whole run (default 480, dry run 170)")
-    parser.add_argument("--reserve", type=float, default=5.0, help="seconds kept for writing the report")
-    parser.add_argument("--out", help="output folder (default $OUT, else accelerator_out/)")
-    parser.add_argument("--only", help="comma-separated part names to run")
-    parser.add_argument("--python", default=sys.executable, help="interpreter for the parts")
-    args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_bool("dry-run", False, "tiny model on the CPU, a few iterations", flag_values=fv)
+    flags.DEFINE_float("budget", None, "seconds for the whole run (default 480, dry run 170)", flag_values=fv)
+    flags.DEFINE_float("reserve", 5.0, "seconds kept for writing the report", flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder (default $OUT, else accelerator_out/)", flag_values=fv)
+    flags.DEFINE_string("only", None, "comma-separated part names to run", flag_values=fv)
+    flags.DEFINE_string("python", sys.executable, "interpreter for the parts", flag_values=fv)
+
+
+def run_parts(fv: flags.FlagValues, argv: list[str]) -> int:
+    """Runs the parts within the budget and writes the report; 1 unless every part ended ok."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
     budget = args.budget or (170.0 if args.dry_run else 480.0)
     deadline = time.perf_counter() + budget
     out_dir = pathlib.Path(args.out or os.environ.get("OUT") or ROOT / "accelerator_out")
@@ -276,7 +286,7 @@ def main(argv=None) -> int:
         names = args.only.split(",")
         unknown = set(names) - {p.name for p in todo}
         if unknown:
-            parser.error(f"--only: unknown part(s) {sorted(unknown)}; parts: {[p.name for p in todo]}")
+            raise app.UsageError(f"--only: unknown part(s) {sorted(unknown)}; parts: {[p.name for p in todo]}")
         todo = [p for p in todo if p.name in names]
     cache = None
     if args.dry_run:  # the parts compile the same tiny programs again: share them (timings are not the point here)
@@ -299,6 +309,11 @@ def main(argv=None) -> int:
         cache.cleanup()
     print((out_dir / "accelerator.md").read_text())
     return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/accelerator.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_parts, __doc__)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ operands), instead of float32 for every row. ``--json PATH`` also writes the row
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import json
@@ -45,7 +44,9 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs, host_init  # noqa: E402
@@ -213,30 +214,35 @@ def deviation(out, ref, search_size) -> dict:
                 flips=f"{int(flips.sum())}/{flips.size}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="B/256,tiny", help="configs/grm.py variants, comma-separated")
-    parser.add_argument("--batches", default="1")
-    parser.add_argument("--batch8", action="store_true", help="add batch 8")
-    parser.add_argument("--large", action="store_true", help="add L/320")
-    parser.add_argument("--attention", default="masked,fused")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="of float32 (highest precision), tf32 "
-                        "(float32 at the backend's default precision), bfloat16")
-    parser.add_argument("--iters", type=int, default=10, help="timed calls per case (median reported)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threshold", type=float, default=0.0)
-    parser.add_argument("--matmul-size", type=int, default=2048)
-    parser.add_argument("--matmul-reference", default="float32", choices=["float32", "case"],
-                        help="reference matmul: float32 for every row, or each row's own precision")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows (and the FLOP counts) as JSON")
-    parser.add_argument("--accuracy", action="store_true", help="deviation of each variant from masked float32")
-    parser.add_argument("--profile", action="store_true", help="time per op of every case")
-    parser.add_argument("--keep-float32-kernels", action="store_true",
-                        help="bfloat16 rows: pass float32 kernels (cast inside every call) instead of "
-                             "grm_jax.models.grm.inference_variables' bfloat16 ones")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="before each case, wait up to S seconds for other processes to use < 0.25 cores")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("configs", "B/256,tiny", "configs/grm.py variants, comma-separated", flag_values=fv)
+    flags.DEFINE_string("batches", "1", "batch sizes, comma-separated", flag_values=fv)
+    flags.DEFINE_bool("batch8", False, "add batch 8", flag_values=fv)
+    flags.DEFINE_bool("large", False, "add L/320", flag_values=fv)
+    flags.DEFINE_string("attention", "masked,fused", "attention paths, comma-separated", flag_values=fv)
+    flags.DEFINE_string("dtypes", "float32,bfloat16", "of float32 (highest precision), tf32 (float32 at the "
+                        "backend's default precision), bfloat16", flag_values=fv)
+    flags.DEFINE_integer("iters", 10, "timed calls per case (median reported)", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "untimed calls first", flag_values=fv)
+    flags.DEFINE_float("threshold", 0.0, "division threshold", flag_values=fv)
+    flags.DEFINE_integer("matmul-size", 2048, "size of the reference matmul", flag_values=fv)
+    flags.DEFINE_enum("matmul-reference", "float32", ["float32", "case"], "reference matmul: float32 for every row, "
+                      "or each row's own precision", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the rows (and the FLOP counts) as JSON to this path",
+                        flag_values=fv)
+    flags.DEFINE_bool("accuracy", False, "deviation of each variant from masked float32", flag_values=fv)
+    flags.DEFINE_bool("profile", False, "time per op of every case", flag_values=fv)
+    flags.DEFINE_bool("keep-float32-kernels", False, "bfloat16 rows: pass float32 kernels (cast inside every call) "
+                      "instead of grm_jax.models.grm.inference_variables' bfloat16 ones", flag_values=fv)
+    flags.DEFINE_float("wait-quiet", 0.0, "before each case, wait up to S seconds for other processes to use < 0.25 "
+                       "cores", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Times the forward pass per config, batch, attention path and precision."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
     if args.iters < 10:
         print(f"note: --iters {args.iters} < 10")
 
@@ -310,5 +316,10 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows, flops=flop_lines), indent=1, default=float))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/forward.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

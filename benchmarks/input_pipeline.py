@@ -15,7 +15,6 @@ first reads) are not timed. Prints one table row per (dataset, workers).
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -25,6 +24,10 @@ import time
 import cv2
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root, for grm_jax
+
+from absl import flags  # noqa: E402
+
+from grm_jax import cli  # noqa: E402
 
 
 def write_got10k_folder(root: pathlib.Path, num_sequences: int, seed: int) -> pathlib.Path:
@@ -68,18 +71,23 @@ def measure(config, source, workers: int, batches: int, warmup: int, threads: in
     return batches * config.train.batch_size / elapsed
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workers", default="0,1,2,4")
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="threads per process computing batches")
-    parser.add_argument("--template_size", type=int, default=128)
-    parser.add_argument("--search_size", type=int, default=256)
-    parser.add_argument("--sequences", type=int, default=12)
-    parser.add_argument("--data_dir", default=None, help="where to build the datasets (default: a temp folder)")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("workers", "0,1,2,4", "worker process counts to try, comma-separated", flag_values=fv)
+    flags.DEFINE_integer("batches", 20, "timed batches", flag_values=fv)
+    flags.DEFINE_integer("warmup", 4, "untimed batches first", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 16, "samples per batch", flag_values=fv)
+    flags.DEFINE_integer("threads", 1, "threads per process computing batches", flag_values=fv)
+    flags.DEFINE_integer("template_size", 128, "template crop size", flag_values=fv)
+    flags.DEFINE_integer("search_size", 256, "search crop size", flag_values=fv)
+    flags.DEFINE_integer("sequences", 12, "sequences per dataset", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "where to build the datasets (default: a temp folder)", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Builds the two datasets and prints samples/s per dataset and worker count."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
 
     from grm_jax.config import base_config
     from grm_jax.data.datasets import make_builder, prepare, prepare_dataset, synthetic_config
@@ -110,5 +118,10 @@ def main():
                 print(f"| {name} | {workers} | {rate:.1f} |", flush=True)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/input_pipeline.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

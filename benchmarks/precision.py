@@ -12,7 +12,6 @@ map, normalised boxes, backbone features), token decisions that differ (of layer
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import pathlib
@@ -24,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.convert.official import read_state_dict  # noqa: E402
 from grm_jax.convert.state_dict import state_dict_to_variables  # noqa: E402
@@ -44,11 +45,17 @@ def deviation(out: dict, ref: dict, tag: str) -> dict:
                 flips=f"{int(flips.sum())}/{flips.size}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precisions", default="highest,default,bfloat16")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("precisions", "highest,default,bfloat16", "precisions to compare, comma-separated",
+                        flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Prints each precision's deviation from the official outputs."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
 
     ref = dict(np.load(FIXTURE / "outputs.npz"))
     z = jnp.asarray(ref["template"].transpose(0, 2, 3, 1))
@@ -79,5 +86,10 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/precision.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

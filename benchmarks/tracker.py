@@ -22,7 +22,6 @@ backend's default). ``--json PATH`` writes the rows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -35,8 +34,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from forward import OtherLoad, model_dtype, precision_scope, timed  # noqa: E402
 
+from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.data.processing import normalize_image, sample_target  # noqa: E402
 from grm_jax.data.synthetic import generate_sequence  # noqa: E402
@@ -45,20 +46,25 @@ from grm_jax.models.grm import inference_variables  # noqa: E402
 from grm_jax.track.tracker import BatchTracker, TrackerParams  # noqa: E402
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="B/256", help="a configs/grm.py variant")
-    parser.add_argument("--attention", default="masked", choices=["masked", "fused"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
-    parser.add_argument("--batch", type=int, default=1, help="sequences tracked together")
-    parser.add_argument("--crops", default="host,device", help="crop paths to time")
-    parser.add_argument("--maps", action="store_true", help="also bring every frame's maps, decisions and crop "
-                        "to the host (visualisation); by default only the boxes, as evaluation does")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--frames", type=int, default=30, help="timed frames per crop path")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=3, help="synthetic sequence seed")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("config", "B/256", "a configs/grm.py variant", flag_values=fv)
+    flags.DEFINE_enum("attention", "masked", ["masked", "fused"], "attention path", flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "tf32", "bfloat16"], "compute precision", flag_values=fv)
+    flags.DEFINE_integer("batch", 1, "sequences tracked together", flag_values=fv)
+    flags.DEFINE_string("crops", "host,device", "crop paths to time", flag_values=fv)
+    flags.DEFINE_bool("maps", False, "also bring every frame's maps, decisions and crop to the host (visualisation); "
+                      "by default only the boxes, as evaluation does", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
+    flags.DEFINE_integer("frames", 30, "timed frames per crop path", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "untimed frames first", flag_values=fv)
+    flags.DEFINE_integer("seed", 3, "synthetic sequence seed", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Times the tracker on synthetic sequences with the flags' model."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
 
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{args.config}")
     config.model.attention = args.attention
@@ -127,5 +133,10 @@ def run(config, args):
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows, host_crop_ms=crop_ms), indent=1, default=float))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/tracker.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,7 +18,6 @@ each step, 1 when the slower of the two hides the other completely.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -30,6 +29,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from absl import flags  # noqa: E402
+
+from grm_jax import cli  # noqa: E402
 
 
 def _batches(delay: float, batch: int):
@@ -118,14 +121,19 @@ def processes(steps: int) -> list[dict]:
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["overlap", "processes", "all"], default="all")
-    parser.add_argument("--delay", default="0.05,0.1", help="input delays to try, seconds per batch")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_enum("part", "all", ["overlap", "processes", "all"], "which measurement", flag_values=fv)
+    flags.DEFINE_string("delay", "0.05,0.1", "input delays to try, seconds per batch", flag_values=fv)
+    flags.DEFINE_integer("steps", 20, "timed steps per run", flag_values=fv)
+    flags.DEFINE_integer("batch", 4, "batch size", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Measures the input overlap and the process layouts (``--part``)."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
     out = {}
     if args.part in ("overlap", "all"):
         rows = out["overlap"] = overlap([float(d) for d in args.delay.split(",")], args.steps, args.batch)
@@ -146,5 +154,10 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/train_loop.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

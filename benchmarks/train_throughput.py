@@ -15,7 +15,6 @@ there is no fused variant to time. ``--json PATH`` also writes the rows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import resource
@@ -28,8 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from forward import model_dtype, precision_scope  # noqa: E402
 
+from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.models import build_model  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
@@ -86,15 +87,20 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
                 step_ms=1e3 * median, samples_s=batch * n / median, peak_mb=peak_memory_mb(), temp_mb=temp_mb)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="tiny", help="configs/grm.py variants, comma-separated")
-    parser.add_argument("--batches", default="2,8,32")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "tf32", "bfloat16"])
-    parser.add_argument("--remat", default="none", help="comma list of config.train.remat values: none, block")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args()
+def define_flags(fv: flags.FlagValues) -> None:
+    """The command line's flags."""
+    flags.DEFINE_string("configs", "tiny", "configs/grm.py variants, comma-separated", flag_values=fv)
+    flags.DEFINE_string("batches", "2,8,32", "batch sizes per device, comma-separated", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "timed steps after the compiling one", flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "tf32", "bfloat16"], "compute precision", flag_values=fv)
+    flags.DEFINE_string("remat", "none", "comma list of config.train.remat values: none, block", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
+
+
+def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
+    """Prints the training step's time and memory per config, remat and batch size."""
+    cli.no_arguments(argv)
+    args = cli.namespace(fv)
     rows = []
     print(f"devices: {jax.devices()}\n")
     print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | peak MB | "
@@ -118,5 +124,10 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1, default=float))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/train_throughput.py [flags]`` (``argv`` like ``sys.argv``; ``None``: ``sys.argv``)."""
+    return cli.call(argv, define_flags, run_benchmark, __doc__)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import sys
+import types
 from collections.abc import Callable
 
 from absl import app, flags, logging
@@ -112,6 +113,18 @@ def help_text(fv: flags.FlagValues, doc: str | None) -> str:
     modules = [fv.module_help(module).strip().split("\n", 1) for module in fv.flags_by_module_dict()
                if module != "absl.flags"]
     return "\n".join([(doc or "").rstrip(), "", "flags:", *(lines[1] for lines in modules if len(lines) > 1)])
+
+
+def no_arguments(args: list[str]) -> None:
+    """A usage error (exit 2) unless ``args`` is the program name alone: for commands that take flags only."""
+    if len(args) > 1:
+        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+
+
+def namespace(fv: flags.FlagValues) -> types.SimpleNamespace:
+    """The flag values as attributes, a ``-`` in a flag's name as ``_`` (``--dry-run`` → ``.dry_run``), for code
+    that reads its options as attributes."""
+    return types.SimpleNamespace(**{name.replace("-", "_"): fv[name].value for name in fv})
 
 
 def fail(message: str, code: int):

@@ -28,7 +28,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from grm_jax import checkpoints, cli, losses
 from grm_jax.config import load_config_file
@@ -159,7 +159,7 @@ def _trajectory_flags(fv: flags.FlagValues) -> None:
 
 def _trajectory(fv: flags.FlagValues, args: list[str]) -> int:
     """``python -m grm_jax.compare trajectory ...``."""
-    _no_arguments(args)
+    cli.no_arguments(args)
     try:
         config = load_config_file(fv.config)
         recorded = trajectory.load(fv.reference)
@@ -183,7 +183,7 @@ def _compare_flags(fv: flags.FlagValues) -> None:
 
 def _compare(fv: flags.FlagValues, args: list[str]) -> int:
     """``python -m grm_jax.compare ...``: the table and 1 if a row is outside the tolerances."""
-    _no_arguments(args)
+    cli.no_arguments(args)
     try:
         model, variables = _load(fv)
         reference = dict(np.load(fv.reference))
@@ -195,12 +195,6 @@ def _compare(fv: flags.FlagValues, args: list[str]) -> int:
     print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons within tolerance "
           f"(atol {fv.atol:g}, loss rtol {fv.rtol:g})")
     return 1 if failed else 0
-
-
-def _no_arguments(args: list[str]) -> None:
-    """Both commands take flags only."""
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
 
 
 def main(argv: list[str] | None = None) -> int:

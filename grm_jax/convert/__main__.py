@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from grm_jax import checkpoints, cli
 from grm_jax.config import load_config_file
@@ -33,7 +33,7 @@ def _to_orbax_flags(fv: flags.FlagValues) -> None:
 
 
 def _to_orbax(fv: flags.FlagValues, args: list[str]) -> None:
-    _no_arguments(args)
+    cli.no_arguments(args)
     config = load_config_file(fv.config)
     variables = official_to_variables(fv.input, config)
     step_dir = checkpoints.save_variables(fv.output, variables, config, step=fv.step)
@@ -47,7 +47,7 @@ def _to_torch_flags(fv: flags.FlagValues) -> None:
 
 
 def _to_torch(fv: flags.FlagValues, args: list[str]) -> None:
-    _no_arguments(args)
+    cli.no_arguments(args)
     variables, _ = checkpoints.load_variables(fv.checkpoint, step=fv.step)
     path = write_state_dict(variables, fv.output)
     print(f"wrote {path}")
@@ -64,19 +64,13 @@ def _init_backbone_flags(fv: flags.FlagValues) -> None:
 
 
 def _init_backbone(fv: flags.FlagValues, args: list[str]) -> None:
-    _no_arguments(args)
+    cli.no_arguments(args)
     config = load_config_file(fv.config)
     variables, report = load_pretrained_backbone(init_variables(config, fv.seed), fv.pretrained, config,
                                                  patch_start_index=fv.patch_start_index)
     step_dir = checkpoints.save_variables(fv.output, variables, config, step=0)
     print(f"loaded {len(report.loaded)} backbone entries, ignored {report.ignored}, "
           f"patch_start_index {report.patch_start_index}; division MLPs and head fresh; wrote {step_dir}")
-
-
-def _no_arguments(args: list[str]) -> None:
-    """The subcommands take flags only."""
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
 
 
 #: Subcommand → (its flags, what it does, its help line).

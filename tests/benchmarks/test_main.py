@@ -1,0 +1,47 @@
+"""Every script in benchmarks/ has ``main(argv)`` (absl flags through grm_jax.cli), callable from Python."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_and_flag_errors(name, capsys):
+    script = importlib.import_module(name)
+    assert script.main([f"{name}.py", "--help"]) == 0
+    assert script.__doc__.strip().splitlines()[0] in capsys.readouterr().out
+    assert script.main([f"{name}.py", "--no_such_flag"]) == 2
+    assert capsys.readouterr().err.strip() == "error: Unknown command line flag 'no_such_flag' (see --help)"
+    assert script.main([f"{name}.py", "extra"]) == 2
+
+
+def test_precision_twice_in_one_process(tmp_path, capsys):
+    """Two calls with other ``--precisions`` and ``--json``: each measures and writes what its own flags say."""
+    precision = importlib.import_module("precision")
+    for name in ("highest", "bfloat16"):
+        assert precision.main(["precision.py", "--precisions", name, "--json", str(tmp_path / f"{name}.json")]) == 0
+        rows = json.loads((tmp_path / f"{name}.json").read_text())["rows"]
+        assert {r["precision"] for r in rows} == {name}
+    assert "| bfloat16 | 0.0 |" in capsys.readouterr().out
+
+
+def test_accelerator_twice_in_one_process(tmp_path, capsys):
+    """``--only env --dry-run`` into two folders, then an unknown part: a usage error (exit 2)."""
+    accelerator = importlib.import_module("accelerator")
+    for out in ("a", "b"):
+        assert accelerator.main(["accelerator.py", "--dry-run", "--only", "env", "--out", str(tmp_path / out)]) == 0
+        report = json.loads((tmp_path / out / "accelerator.json").read_text())
+        assert [p["name"] for p in report["parts"]] == ["env"] and report["mode"] == "dry run, CPU"
+    capsys.readouterr()
+    assert accelerator.main(["accelerator.py", "--dry-run", "--only", "nope", "--out", str(tmp_path / "c")]) == 2
+    assert "--only: unknown part(s) ['nope']" in capsys.readouterr().err
