@@ -26,12 +26,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from grm_jax.config import load_config_file
-from grm_jax.errors import CheckpointError
+from grm_jax.errors import CheckpointError, StaleResultsError
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 TRACEBACK_ENV = "GRM_JAX_TRACEBACK"
 #: Errors that mean bad input rather than a bug: their message is the whole report.
-USER_ERRORS = (OSError, ValueError, LookupError, FloatingPointError, CheckpointError)
+USER_ERRORS = (OSError, ValueError, LookupError, FloatingPointError, CheckpointError, StaleResultsError)
 #: What asks for the help text instead of running the command.
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
 #: The repository root, where ``configs/`` is: default config files are found from any working directory.
@@ -71,7 +71,8 @@ def call(argv: list[str] | None, define: Define, body: Body, doc: str | None, *,
 
 def dispatch(argv: list[str] | None, commands: dict[str, Callable[[list[str]], int]], doc: str | None) -> int:
     """A command with subcommands: ``argv[1]`` names one of ``commands``, each a ``main(argv)``, which runs on
-    the rest of ``argv`` with the program name ``"PROG NAME"``. ``--help`` before any name prints ``doc``."""
+    the rest of ``argv`` with the program name ``"PROG NAME"``. ``--help`` before any name prints ``doc`` (exit 0);
+    no name or an unknown one is one ``error:`` line (exit 2)."""
     argv = list(sys.argv if argv is None else argv)
     if len(argv) > 1 and argv[1] in commands:
         return commands[argv[1]]([f"{argv[0]} {argv[1]}", *argv[2:]])

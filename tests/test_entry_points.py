@@ -87,6 +87,7 @@ def test_eval_py_refuses_stale_results_and_retracks_on_request(small_run):
     proc = _run(args)
     assert proc.returncode != 0
     assert "threshold: 0.0 → 0.9" in proc.stderr and "--retrack" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # one error: line, as cli.USER_ERRORS report
     proc = _run([*args, "--retrack"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "tracking again" in proc.stdout and "synthetic (threshold 0.9): AUC" in proc.stdout

@@ -29,16 +29,13 @@ import jax
 import numpy as np
 
 import grm_jax
+from grm_jax.errors import StaleResultsError
 from grm_jax.evaluate import results
 from grm_jax.files import atomic_write_text
 
 RECORD_NAME = "grm_jax_results.json"
 #: Fields that must be equal for old results to count as this run's.
 COMPARED = ("model_digest", "threshold", "crop", "dataset", "config_digest", "grm_jax_version")
-
-
-class StaleResultsError(RuntimeError):
-    """The results folder holds results of another run (the message says what differs and what to do)."""
 
 
 def variables_digest(variables) -> str:
