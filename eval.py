@@ -21,7 +21,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from grm_jax import cli, compilation_cache, distributed
 from grm_jax.checkpoints import load_checkpoint_variables
@@ -76,8 +76,7 @@ def run(fv: flags.FlagValues, args: list[str]) -> int:
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     if fv.analyze_only:
         return analyze(fv, args)
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    cli.no_arguments(args)
     config = fv.config
     validate(config)
     distributed.initialize(config)  # config.train.distributed: the processes share the sequences

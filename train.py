@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from grm_jax import cli, compilation_cache, distributed
 from grm_jax.config import validate
@@ -31,8 +31,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Trains (and evaluates) as the flags say; the exit status (:data:`EXIT_PREEMPTED` after SIGTERM)."""
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    cli.no_arguments(args)
     config = fv.config
     validate(config)
     distributed.initialize(config)  # config.train.distributed: join the other processes first

@@ -36,7 +36,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax import export
 
 from grm_jax import cli
@@ -141,8 +141,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Exports the checkpoint's tracker as the flags say."""
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    cli.no_arguments(args)
     config = fv.config
     validate(config)
     if fv.threshold is not None:

@@ -103,8 +103,7 @@ def check_output(out: str, video: str) -> None:
 
 def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Tracks the video as the flags say and writes the overlay."""
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    cli.no_arguments(args)
     config = fv.config
     validate(config)
     if fv.threshold is not None:
