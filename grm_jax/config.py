@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     # division_ratio_loss; not in the official code): 0 = off.
     c.train.ratio_weight = 0.0
     c.train.ratio_target = 0.5
+    # Temperature of the division's straight-through Gumbel-softmax (grm_jax/models/relation.py gumbel_hard): the
+    # decisions do not depend on it, only their gradient; official 1.
+    c.train.gumbel_tau = 1.0
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -222,6 +225,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_number(t.ratio_target, "train.ratio_target", 0.0, False)
+    _check_number(t.gumbel_tau, "train.gumbel_tau", 0.0, True)
     if t.ratio_target > 1:
         raise ValueError(f"config.train.ratio_target = {t.ratio_target!r} must be a fraction in [0, 1]")
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")

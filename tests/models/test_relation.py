@@ -84,6 +84,22 @@ def test_gumbel_hard_is_straight_through():
     np.testing.assert_allclose(np.asarray(grad_hard), np.asarray(grad_soft), atol=1e-7)
 
 
+def test_gumbel_temperature_changes_the_gradient_not_the_decisions():
+    logp = jax.nn.log_softmax(3.0 * jax.random.normal(jax.random.PRNGKey(5), (4, 5, 2)))
+    noise = jax.random.gumbel(jax.random.PRNGKey(6), logp.shape)
+    weights = jnp.arange(5.0)
+    for tau in (0.5, 4.0):
+        np.testing.assert_allclose(np.asarray(relation.gumbel_hard(logp, noise, tau)),
+                                   np.asarray(relation.gumbel_hard(logp, noise)), atol=1e-6)  # same one-hot
+        grad = jax.grad(lambda lp, t=tau: jnp.sum(relation.gumbel_hard(lp, noise, t)[..., 1] * weights))(logp)
+        soft = jax.grad(lambda lp, t=tau: jnp.sum(jax.nn.softmax((lp + noise) / t)[..., 1] * weights))(logp)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(soft), atol=1e-7)  # that of softmax((ℓ + g)/τ)
+    # a saturated token (|ℓ1 − ℓ0 + g1 − g0| = 12) keeps a gradient at τ = 4 that τ = 1 has all but lost
+    sat, zero = jnp.array([[[-12.0, 0.0]]]), jnp.zeros((1, 1, 2))
+    g = [float(jax.grad(lambda lp, t=t: relation.gumbel_hard(lp, zero, t)[0, 0, 1])(sat)[0, 0, 1]) for t in (1., 4.)]
+    assert g[0] < 1e-5 and g[1] > 1e-2
+
+
 def test_template_box_mask_matches_official(tiny_outputs):
     """The roi* template mask from the normalised template box reproduces the fixture's ``template_mask``."""
     mask = relation.template_box_mask(jnp.asarray(tiny_outputs["template_box"]), grid=4)
