@@ -16,8 +16,12 @@ from grm_jax.data.datasets.coco17 import Coco17
 from grm_jax.data.datasets.common import TrackingBuilder, prepare
 from grm_jax.data.datasets.got10k import Got10k
 from grm_jax.data.datasets.lasot import Lasot
-from grm_jax.data.datasets.synthetic_tracking import (SyntheticConfig, SyntheticTracking, synthetic_builder_config,
-                                                     synthetic_config)
+from grm_jax.data.datasets.synthetic_tracking import (
+    SyntheticConfig,
+    SyntheticTracking,
+    synthetic_builder_config,
+    synthetic_config,
+)
 from grm_jax.data.datasets.trackingnet import Trackingnet, TrackingNetConfig
 from grm_jax.data.records import INDEX_FILE, REPORT_FILE
 
