@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from grm_jax import checkpoints, cli
 from grm_jax.config import test_threshold
@@ -114,8 +114,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Prints the table of the workdir's model on the dataset."""
-    if len(args) > 1:
-        raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    cli.no_arguments(args)
     variables, config = checkpoints.load_variables(f"{fv.workdir}/checkpoints")
     sequences, read = load_sequences(config, fv.dataset, fv.data_dir or config.data.data_dir)
     print(format_rows(diagnose(config, variables, sequences, read)))
