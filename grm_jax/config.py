@@ -84,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Temperature of the division's straight-through Gumbel-softmax (grm_jax/models/relation.py gumbel_hard): the
     # decisions do not depend on it, only their gradient; official 1.
     c.train.gumbel_tau = 1.0
+    # The division MLPs' learning rate is 0 before this step (their initial, near-even division meanwhile); 0 = from
+    # the start (official).
+    c.train.divide_start_step = 0
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -215,8 +218,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
     t, d = config.train, config.data
     integers = (("batch_size", 1), ("epochs", 1), ("max_steps", 0), ("lr_drop_epoch", 1), ("lr_max_drops", 0),
-                ("warmup_steps", 0), ("checkpoint_every_steps", 1), ("keep_last", 1), ("keep_every_epochs", 1),
-                ("log_every_steps", 1), ("seed", 0))
+                ("warmup_steps", 0), ("divide_start_step", 0), ("checkpoint_every_steps", 1), ("keep_last", 1),
+                ("keep_every_epochs", 1), ("log_every_steps", 1), ("seed", 0))
     for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),

@@ -1,5 +1,6 @@
 """The official optimiser (docs/training.md#optimiser): AdamW over three learning-rate groups, step decay,
-PyTorch-style clipping; an optional linear warm-up (``config.train.warmup_steps``; 0, the official recipe, is off).
+PyTorch-style clipping; an optional linear warm-up (``config.train.warmup_steps``) and a later start for the
+division MLPs (``config.train.divide_start_step``), both 0 (off) in the official recipe.
 
 | group | parameters | learning rate |
 |---|---|---|
@@ -87,9 +88,17 @@ def learning_rates(config, steps_per_epoch: int) -> dict:
     """Schedules per group (``unused`` has none)."""
     t = config.train
     base = {"head": t.lr, "backbone": t.lr * t.backbone_multiplier, "divide": t.lr * t.divide_multiplier}
-    return {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops,
-                                      warmup_steps=t.warmup_steps)
-            for name, lr in base.items()}
+    schedules = {name: step_decay_schedule(lr, steps_per_epoch, t.lr_drop_epoch, max_drops=t.lr_max_drops,
+                                           warmup_steps=t.warmup_steps)
+                 for name, lr in base.items()}
+    if t.divide_start_step:
+        schedules["divide"] = delayed(schedules["divide"], t.divide_start_step)
+    return schedules
+
+
+def delayed(schedule, start: int):
+    """lr'(step) = 0 before ``start``, lr(step) from then on (the division MLPs held at their initial weights)."""
+    return lambda step: jnp.where(step >= start, schedule(step), 0.0)
 
 
 def make_optimizer(config, params, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -45,3 +45,12 @@ def test_no_warmup_is_the_official_schedule():
     ours = learning_rates(config, steps_per_epoch=3)["head"]
     assert [float(ours(s)) for s in range(8)] == [float(official(s)) for s in range(8)]
     assert float(ours(0)) == pytest.approx(config.train.lr, rel=1e-7)  # step 0 at the full rate: no warm-up
+
+
+def test_divide_start_step_holds_only_the_division_group():
+    config = load_config("tiny")
+    config.train.divide_start_step = 5
+    rates = learning_rates(config, steps_per_epoch=100)
+    assert [float(rates["divide"](s)) for s in (0, 4)] == [0.0, 0.0]
+    assert float(rates["divide"](5)) == pytest.approx(config.train.lr * config.train.divide_multiplier, rel=1e-7)
+    assert float(rates["head"](0)) == pytest.approx(config.train.lr, rel=1e-7)  # the other groups train from step 0
