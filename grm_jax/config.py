@@ -77,10 +77,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Weight of the official actor's optional division-entropy term (grm_jax.losses.division_entropy_loss);
     # 0 = off, as in every official config; 1 = the official `entropy=True`.
     c.train.entropy_weight = 0.0
-    # Weight of a pull of each division layer's interaction ratio towards ratio_target (grm_jax.losses.
-    # division_ratio_loss; not in the official code): 0 = off.
+    # Not in the official code (grm_jax/losses.py; 0 = off): a pull of each division layer's expected interaction
+    # ratio towards ratio_target (division_ratio_loss), and a bound on the division logits (division_logit_loss).
     c.train.ratio_weight = 0.0
     c.train.ratio_target = 0.5
+    c.train.logit_weight = 0.0
     # Temperature of the division's straight-through Gumbel-softmax (grm_jax/models/relation.py gumbel_hard): the
     # decisions do not depend on it, only their gradient; official 1.
     c.train.gumbel_tau = 1.0
@@ -223,8 +224,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     for key, minimum in integers:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),
-               ("grad_clip_norm", False), ("entropy_weight", False), ("ratio_weight", False), ("giou_weight", False),
-               ("l1_weight", False), ("focal_weight", False))
+               ("grad_clip_norm", False), ("entropy_weight", False), ("ratio_weight", False), ("logit_weight", False),
+               ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_number(t.ratio_target, "train.ratio_target", 0.0, False)

@@ -10,6 +10,7 @@ import pytest
 from grm_jax.boxes import cxcywh_to_xyxy, xywh_to_xyxy
 from grm_jax.losses import (
     division_entropy_loss,
+    division_logit_loss,
     division_ratio_loss,
     focal_loss,
     gaussian_heatmap,
@@ -195,10 +196,20 @@ def test_division_entropy_loss_is_one_minus_the_binary_entropy():
     assert grad[0, 0] < 0 < grad[0, 1]  # descent moves every ratio towards 0.5
 
 
-def test_division_ratio_loss_is_the_mean_squared_distance_to_the_target():
-    r = jnp.array([[0.0, 0.5], [1.0, 0.25]])  # (batch, layers)
-    expected = np.mean((np.array([[0.0, 0.5], [1.0, 0.25]]) - 0.25) ** 2)
-    np.testing.assert_allclose(float(division_ratio_loss(r, 0.25)), expected, rtol=1e-6)  # float32 rounding
-    assert float(division_ratio_loss(jnp.full((3, 2), 0.3), 0.3)) == 0.0
-    grad = jax.grad(lambda x: division_ratio_loss(x, 0.25))(r)
-    np.testing.assert_allclose(grad, 2 * (np.asarray(r) - 0.25) / r.size, rtol=1e-6)  # pushed back to the target
+def test_division_ratio_loss_pulls_the_expected_ratio_of_each_layer_and_sample():
+    p1 = np.array([[[0.1, 0.3], [0.9, 0.9]], [[0.5, 0.5], [0.2, 0.0]]])  # (layers, batch, tokens)
+    logp = jnp.log(jnp.stack([1 - p1, p1], axis=-1).clip(1e-30))
+    expected = np.mean((p1.mean(axis=-1) - 0.25) ** 2)
+    np.testing.assert_allclose(float(division_ratio_loss(logp, 0.25)), expected, rtol=1e-5)  # float32 log/exp
+    # the noise-free probabilities decide, not a sampled ratio: a layer whose tokens all sit at p1 = 0.25 meets it
+    assert float(division_ratio_loss(jnp.log(jnp.full((1, 2, 4, 2), 0.5).at[..., 1].set(0.25)
+                                             .at[..., 0].set(0.75)), 0.25)) < 1e-12
+    grad = jax.grad(lambda lp: division_ratio_loss(lp, 0.25))(logp)
+    assert float(grad[0, 1, 0, 1]) > 0 and float(grad[0, 0, 0, 1]) < 0  # ratio too high: ℓ1 pushed down, low: up
+
+
+def test_division_logit_loss_is_the_mean_squared_gap():
+    logp = jnp.array([[[[-1.0, -2.0], [-5.0, -0.5]]]])  # gaps −1, +4.5
+    np.testing.assert_allclose(float(division_logit_loss(logp)), (1.0 + 4.5 ** 2) / 2, rtol=1e-6)
+    grad = jax.grad(division_logit_loss)(logp)
+    np.testing.assert_allclose(np.asarray(grad[0, 0, :, 1]), [-1.0, 4.5], rtol=1e-6)  # d/dℓ1 = (ℓ1 − ℓ0) / n · 2

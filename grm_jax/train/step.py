@@ -36,15 +36,18 @@ def create_state(params, batch_stats, optimizer) -> TrainState:
                       opt_state=optimizer.init(params))
 
 
-def division_terms(t, interaction_ratio) -> list[tuple[str, float, Any]]:
-    """The optional division regularisers of ``config.train`` ``t`` as (log name, weight, value): the official
-    actor's entropy term (``entropy_weight``; 1 = its ``entropy=True``) and the ratio term (``ratio_weight``,
-    ``ratio_target``; ours, grm_jax.losses.division_ratio_loss). Both are off in the official configs."""
+def division_terms(t, out: dict) -> list[tuple[str, float, Any]]:
+    """The optional division regularisers of ``config.train`` ``t`` on the model's outputs ``out``, as (log name,
+    weight, value): the official actor's entropy term (``entropy_weight``; 1 = its ``entropy=True``), and ours, the
+    ratio term (``ratio_weight``, ``ratio_target``) and the logit bound (``logit_weight``) of grm_jax/losses.py.
+    All are off in the official configs."""
     terms = []
     if t.entropy_weight:
-        terms.append(("Ls/entropy", t.entropy_weight, losses.division_entropy_loss(interaction_ratio)))
+        terms.append(("Ls/entropy", t.entropy_weight, losses.division_entropy_loss(out["interaction_ratio"])))
     if t.ratio_weight:
-        terms.append(("Ls/ratio", t.ratio_weight, losses.division_ratio_loss(interaction_ratio, t.ratio_target)))
+        terms.append(("Ls/ratio", t.ratio_weight, losses.division_ratio_loss(out["divide_logp"], t.ratio_target)))
+    if t.logit_weight:
+        terms.append(("Ls/logit", t.logit_weight, losses.division_logit_loss(out["divide_logp"])))
     return terms
 
 
@@ -79,7 +82,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
                                             search_size=model.config.search_size, giou_weight=t.giou_weight,
                                             l1_weight=t.l1_weight, focal_weight=t.focal_weight)
-            for name, weight, term in division_terms(t, out["interaction_ratio"]):
+            for name, weight, term in division_terms(t, out):
                 total = total + weight * term
                 status = {**status, "Ls/total": jax.lax.stop_gradient(total), name: jax.lax.stop_gradient(term)}
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])

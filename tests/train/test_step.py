@@ -30,9 +30,10 @@ def _step(tiny_outputs, **train):
     return model, variables, batch, new_state, metrics
 
 
-TERMS = {"Ls/entropy": (dict(entropy_weight=1.0), losses.division_entropy_loss),
+TERMS = {"Ls/entropy": (dict(entropy_weight=1.0), lambda out: losses.division_entropy_loss(out["interaction_ratio"])),
          "Ls/ratio": (dict(ratio_weight=2.0, ratio_target=0.2),
-                      lambda r: 2.0 * losses.division_ratio_loss(r, 0.2))}
+                      lambda out: 2.0 * losses.division_ratio_loss(out["divide_logp"], 0.2)),
+         "Ls/logit": (dict(logit_weight=0.01), lambda out: 0.01 * losses.division_logit_loss(out["divide_logp"]))}
 
 
 @pytest.mark.parametrize("name", list(TERMS))
@@ -45,7 +46,7 @@ def test_division_term_enters_the_objective(tiny_outputs, name):
     keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(batch["search"].shape[0]))
     out, _ = model.apply(variables, batch["template"], batch["search"], batch["template_mask"], train=True,
                          sample_keys=keys, mutable=["batch_stats"])
-    expected = float(weighted_term(out["interaction_ratio"]))
+    expected = float(weighted_term(out))
     weight = next(v for k, v in settings.items() if k.endswith("_weight"))
     np.testing.assert_allclose(weight * float(on[name]), expected, rtol=1e-6)  # float32 rounding
     np.testing.assert_allclose(float(on["Ls/total"]), float(off["Ls/total"]) + expected, rtol=1e-6)
