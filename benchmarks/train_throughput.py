@@ -8,6 +8,11 @@ the process's peak resident memory so far (CPU; it only grows from row to row) o
 (GPU/TPU, from memory_stats()), the compiled step's temporary buffers (XLA's memory analysis: the activations
 kept for the backward pass and workspace) and, from the previous row of the same config, what one more sample per
 device adds to them. ``--remat none,block`` compares ``config.train.remat`` settings.
+
+``GFLOP/s`` = 3 × the forward's counted FLOPs per sample (2·MAC of every matmul and convolution, grm_jax/flops.py;
+the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a float32
+``--matmul-size``² matmul timed in the same process right before the row, in the row's precision (forward.py's
+reference; the issue's target for the train step is ≥ 80 %).
 ``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
@@ -26,13 +31,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
-from forward import model_dtype, precision_scope  # noqa: E402
+from forward import matmul_gflops, model_dtype, precision_scope  # noqa: E402
 
 from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
-from grm_jax.models import build_model  # noqa: E402
+from grm_jax.flops import matmul_flops  # noqa: E402
+from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
 from grm_jax.train.parallel import PmapRunner  # noqa: E402
@@ -61,6 +68,7 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
     n = jax.local_device_count()
     model = build_model(config)
     state = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
+    gflop = forward_gflop(model, config, state)
     optimizer = make_optimizer(config, state.params, 100)
     runner = PmapRunner(model, optimizer, config, 100, jax.local_devices())  # train.py's pmap path
     state, key = runner.place_state(state), runner.place_key(jax.random.PRNGKey(0))
@@ -83,8 +91,16 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
+    samples_s = batch * n / median
     return dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
-                step_ms=1e3 * median, samples_s=batch * n / median, peak_mb=peak_memory_mb(), temp_mb=temp_mb)
+                step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
+                gflops=3 * gflop * samples_s)
+
+
+def forward_gflop(model, config, state) -> float:
+    """GFLOP of one sample's forward (2·MAC of the matmuls and convolutions, counted from the traced program)."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, *example_inputs(config, 1)) / 1e9
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -94,6 +110,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("steps", 5, "timed steps after the compiling one", flag_values=fv)
     flags.DEFINE_enum("dtype", "float32", ["float32", "tf32", "bfloat16"], "compute precision", flag_values=fv)
     flags.DEFINE_string("remat", "none", "comma list of config.train.remat values: none, block", flag_values=fv)
+    flags.DEFINE_integer("matmul-size", 2048, "size of the reference matmul", flag_values=fv)
     flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
 
 
@@ -103,21 +120,25 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     args = cli.namespace(fv)
     rows = []
     print(f"devices: {jax.devices()}\n")
-    print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | peak MB | "
-          "temp MB | temp MB per added sample |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | GFLOP/s | "
+          "matmul GF/s | % matmul | peak MB | temp MB | temp MB per added sample |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.configs.split(","):
         for remat in args.remat.split(","):
             previous = None
             for batch in (int(b) for b in args.batches.split(",")):
+                reference = matmul_gflops(args.matmul_size, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+                                          precision=args.dtype)
                 with precision_scope(args.dtype):
                     r = measure(name, batch, args.steps, args.dtype, remat)
+                r["matmul_gflops"], r["pct_matmul"] = reference, 100 * r["gflops"] / reference
                 r["temp_mb_per_sample"] = (float("nan") if previous is None else
                                            (r["temp_mb"] - previous["temp_mb"]) / (batch - previous["batch"]))
                 previous = r
                 rows.append(r)
                 print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {remat} | "
-                      f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['peak_mb']:.0f} | "
+                      f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['gflops']:.1f} | "
+                      f"{reference:.1f} | {r['pct_matmul']:.0f} | {r['peak_mb']:.0f} | "
                       f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |", flush=True)
 
     if args.json:
