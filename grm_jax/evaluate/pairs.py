@@ -49,17 +49,16 @@ def nominal(settings):
                                                                     scale_jitter=0.0))
 
 
-def pair_errors(model, variables, sources, settings, seed: int, num_pairs: int, threshold: float,
-                batch_size: int = 16) -> dict:
-    """:func:`box_errors` of ``num_pairs`` samples ``0 … num_pairs−1`` of the stream with seed ``seed``."""
-    apply = jax.jit(lambda v, z, x, m: model.apply(v, z, x, m, train=False, threshold=threshold)["pred_boxes"])
+def pair_errors(predict, sources, settings, seed: int, num_pairs: int, batch_size: int = 16) -> dict:
+    """:func:`box_errors` of ``num_pairs`` samples ``0 … num_pairs−1`` of the stream with seed ``seed``;
+    ``predict(template, search, template_mask)`` → (B, 4) normalised (cx, cy, w, h)."""
     preds, annos = [], []
     for start in range(0, num_pairs, batch_size):
         samples = [make_example(sources, settings, seed, i) for i in range(start, min(start + batch_size,
                                                                                       num_pairs))]
         batch = {k: np.stack([s[k] for s in samples]) for k in ("template", "search", "template_mask",
                                                                 "search_anno")}
-        preds.append(np.asarray(apply(variables, batch["template"], batch["search"], batch["template_mask"]))[:, 0])
+        preds.append(np.asarray(predict(batch["template"], batch["search"], batch["template_mask"])))
         annos.append(batch["search_anno"])
     return box_errors(np.concatenate(preds), np.concatenate(annos), settings.search.size)
 
@@ -67,12 +66,13 @@ def pair_errors(model, variables, sources, settings, seed: int, num_pairs: int, 
 def pair_rows(config, model, variables, sources_by_split: dict, num_pairs: int = 256, seed: int = 1,
               threshold: float = 0.0) -> list[dict]:
     """One row per (split, nominal crop) of :data:`ROWS`; ``sources_by_split``: split → list of sources."""
+    apply = jax.jit(lambda v, z, x, m: model.apply(v, z, x, m, train=False, threshold=threshold)["pred_boxes"])
+    predict = lambda z, x, m: apply(variables, z, x, m)[:, 0]  # one compiled forward serves every row
     rows = []
     for split, at_nominal in ROWS:
         sources = sources_by_split[split]
         settings = settings_from_config(config, len(sources))
-        errs = pair_errors(model, variables, sources, nominal(settings) if at_nominal else settings, seed,
-                           num_pairs, threshold)
+        errs = pair_errors(predict, sources, nominal(settings) if at_nominal else settings, seed, num_pairs)
         rows.append(dict(pairs=f"{split}, {'nominal crop' if at_nominal else 'training jitter'}",
                          iou=float(np.mean(errs["iou"])), centre_px=float(np.median(errs["centre_px"])),
                          size=float(np.median(np.abs(errs["log_area"]))),
