@@ -215,6 +215,13 @@ def _check_number(value, key: str, minimum: float, strict: bool = False) -> None
         raise ValueError(f"config.{key} = {value!r} must be a number {'>' if strict else '>='} {minimum}")
 
 
+def _check_fraction(value, key: str) -> None:
+    """A number in [0, 1] (a probability or a share)."""
+    _check_number(value, key, 0.0)
+    if value > 1:
+        raise ValueError(f"config.{key} = {value!r} must be a number in [0, 1]")
+
+
 def _validate_train(config: ml_collections.ConfigDict) -> None:
     """``config.train`` and the training part of ``config.data``: the first offending key, before anything runs."""
     t, d = config.train, config.data
@@ -228,10 +235,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
                ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
-    _check_number(t.ratio_target, "train.ratio_target", 0.0, False)
+    _check_fraction(t.ratio_target, "train.ratio_target")
     _check_number(t.gumbel_tau, "train.gumbel_tau", 0.0, True)
-    if t.ratio_target > 1:
-        raise ValueError(f"config.train.ratio_target = {t.ratio_target!r} must be a fraction in [0, 1]")
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")
@@ -247,9 +252,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.coordinator_address = {t.coordinator_address!r} is not HOST:PORT")
     _check_int(d.sample_per_epoch, "data.sample_per_epoch", 1)
     _check_int(d.num_workers, "data.num_workers", 0)
-    _check_number(d.channel_shuffle_prob, "data.channel_shuffle_prob", 0.0, False)
-    if d.channel_shuffle_prob > 1:
-        raise ValueError(f"config.data.channel_shuffle_prob = {d.channel_shuffle_prob!r} must be a probability")
+    _check_fraction(d.channel_shuffle_prob, "data.channel_shuffle_prob")
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
     if len(tuple(d.datasets)) == 0:
         raise ValueError("config.data.datasets is empty")

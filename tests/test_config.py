@@ -135,6 +135,23 @@ def test_bad_config_values_are_named(key, value, message):
         build_model(config)
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("train.ratio_target", 1.5, "config.train.ratio_target = 1.5 must be a number in [0, 1]"),
+    ("train.ratio_target", -0.1, "config.train.ratio_target = -0.1 must be a number >= 0.0"),
+    ("data.channel_shuffle_prob", 2.0, "config.data.channel_shuffle_prob = 2.0 must be a number in [0, 1]"),
+    ("train.gumbel_tau", 0.0, "config.train.gumbel_tau = 0.0 must be a number > 0.0"),
+    ("train.warmup_steps", -1, "config.train.warmup_steps = -1 must be an integer >= 0"),
+])
+def test_bad_training_options_are_named(key, value, message):
+    config = load_config("tiny")
+    group, name = key.split(".")
+    config[group][name] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_lib.validate(config)
+    config[group][name] = 1 if key != "train.gumbel_tau" else 5.0  # the upper bound itself (a valid tau) passes
+    config_lib.validate(config)
+
+
 def test_unknown_config_key_is_named():
     config = load_config("tiny")
     with pytest.raises(AttributeError, match="tgt_typ"):
