@@ -26,7 +26,6 @@ Pure functions plus the one linen module that owns the weights (:class:`Attentio
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -150,72 +149,9 @@ def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
     return w.astype(dtype)
 
 
-# A of M = P·A·Pᵀ (before the forced diagonal): which pairs of categories see each other (all but S–T and T–S).
-CATEGORY_VISIBILITY = ((1.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 1.0))
-
-
-def mask_policy_cotangent(d_mask: Array, policy: Array) -> Array:
-    """∂L/∂P (B,N,3) from ∂L/∂M (B,N,N) of :func:`attention_mask`, as two small matmuls.
-
-    The mask is M = P·A·Pᵀ with A = :data:`CATEGORY_VISIBILITY` (symmetric), then M ← M + (1 − M)·I; so with
-    G = ∂L/∂M·(1 − I), ∂L/∂P = (G + Gᵀ)·P·A. The same derivative as differentiating the seven outer products, which
-    XLA's CPU backend turns into N×N reductions (about half the masked softmax's backward time).
-    """
-    n = d_mask.shape[-1]
-    g = d_mask * (1.0 - jnp.eye(n, dtype=d_mask.dtype))
-    visibility = jnp.asarray(CATEGORY_VISIBILITY, policy.dtype)
-    return jnp.einsum("bij,bjc->bic", g + jnp.swapaxes(g, 1, 2), policy @ visibility)
-
-
-def _sum_heads(x: Array) -> Array:
-    """Σ_h x[:, h] for x (B,H,N,N) → (B,N,N), written as a sum of slices: one elementwise fusion on XLA:CPU
-    (1.8 ms for (2,12,320,320)) where a reduction over the non-minor head axis took 12 ms."""
-    return functools.reduce(jnp.add, [x[:, h] for h in range(x.shape[1])])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def policy_softmax(logits: Array, decision: Array, num_template: int) -> Array:
-    """:func:`masked_softmax` (B,H,N,N) with the mask of :func:`attention_mask` built from the decisions (B,Ns,2).
-
-    The forward pass is exactly that composition. The backward pass (:func:`_policy_softmax_bwd`) keeps only the
-    logits and decisions and recomputes the rest, as ``jax.checkpoint`` did, with the derivative written out.
-    """
+def _policy_softmax(logits: Array, decision: Array, num_template: int) -> Array:
+    """:func:`masked_softmax` with the mask of :func:`attention_mask` built from the decisions (B,Ns,2)."""
     return masked_softmax(logits, attention_mask(token_policy(decision, num_template)))
-
-
-def _policy_softmax_fwd(logits, decision, num_template):
-    return policy_softmax(logits, decision, num_template), (logits, decision)
-
-
-def _policy_softmax_bwd(num_template, residuals, d_weights):
-    """Gradient of :func:`policy_softmax`. With x = exp(a − m), e = x·M, r = 1/(Σ_j e + ε), w = (e + ε/N)·r and
-    ω = ∂L/∂w (per row of each head):
-
-    s = Σ_j ω_j·w_j;  δ_j = ∂L/∂e_j = r·(ω_j − s);
-    ∂L/∂a_j = δ_j·e_j − [a_j = m]/#{k: a_k = m}·Σ_k δ_k·e_k  (the row maximum's share, split among ties as JAX's
-    ``max`` does);
-    ∂L/∂M = Σ_heads δ·x, then :func:`mask_policy_cotangent` and the search rows' columns 1–2 of ∂L/∂P.
-    Float32 arithmetic like the forward pass.
-    """
-    logits, decision = residuals
-    dtype, n = logits.dtype, logits.shape[-1]
-    a, omega = logits.astype(jnp.float32), d_weights.astype(jnp.float32)
-    policy = token_policy(decision, num_template)
-    mask = attention_mask(policy).astype(jnp.float32)
-    m = jnp.max(a, axis=-1, keepdims=True)
-    x = jnp.exp(a - m)
-    e = x * mask
-    r = 1.0 / (jnp.sum(e, axis=-1, keepdims=True) + EPS)
-    w = (e + EPS / n) * r
-    delta = r * (omega - jnp.sum(omega * w, axis=-1, keepdims=True))
-    de = delta * e
-    at_max = (a == m).astype(jnp.float32)
-    d_logits = de - at_max / jnp.sum(at_max, axis=-1, keepdims=True) * jnp.sum(de, axis=-1, keepdims=True)
-    d_policy = mask_policy_cotangent(_sum_heads(delta * x), policy)
-    return d_logits.astype(dtype), d_policy[:, num_template:, 1:].astype(decision.dtype)
-
-
-policy_softmax.defvjp(_policy_softmax_fwd, _policy_softmax_bwd)
 
 
 def visibility_mask(decision: Array, num_template: int) -> Array:
@@ -326,9 +262,10 @@ class Attention(nn.Module):
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
             if self.divide:
-                # The backward pass keeps only the logits and decisions and recomputes the mask, exp and weights
-                # (B,H,N,N) (GRM-B/256 train step: 486 → 392 MB per sample, XLA's memory analysis; same values).
-                weights = policy_softmax(logits, decision, cfg.num_template)
+                # Rematerialised: the backward pass recomputes the mask, exp and weights (B,H,N,N) from the logits
+                # and decisions instead of keeping them (GRM-B/256 train step: 486 → 392 MB per sample, XLA's
+                # memory analysis; same values).
+                weights = jax.checkpoint(_policy_softmax, static_argnums=(2,))(logits, decision, cfg.num_template)
             else:
                 weights = jax.nn.softmax(logits, axis=-1)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;

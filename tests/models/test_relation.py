@@ -62,52 +62,6 @@ def test_masked_softmax_formula():
     assert leak.size and np.all(leak > 0)
 
 
-def _composed_policy_softmax(logits, decision, num_template):
-    """The masked softmax as the official code composes it, differentiated by JAX's autodiff."""
-    return relation.masked_softmax(logits, relation.attention_mask(relation.token_policy(decision, num_template)))
-
-
-@pytest.mark.parametrize("decision_kind", ["straight_through", "soft"])
-def test_policy_softmax_gradient_is_autodiff_of_the_composition(decision_kind):
-    """policy_softmax's hand-written backward pass equals autodiff of masked_softmax ∘ attention_mask ∘ token_policy,
-    for straight-through decisions (values 0/1 up to rounding, as in training) and for arbitrary soft ones (every
-    term of the mask's derivative non-zero); ties for a row's maximum share its gradient as JAX's max does."""
-    nz, ns, heads = 3, 5, 2
-    keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    logits = jax.random.normal(keys[0], (2, heads, nz + ns, nz + ns)) * 3
-    # Search token 1 (row 4) is search-only; its row's maximum is a tie between two template keys, which it may not
-    # see, 20 above every key it sees: Σ e ≪ ε, so the maximum's share of the gradient is far from negligible.
-    logits = logits.at[0, 1, 4].set(-10.0).at[0, 1, 4, :2].set(10.0)
-    logp = jax.nn.log_softmax(jax.random.normal(keys[1], (2, ns, 2)), axis=-1)
-    logp = logp.at[0, 1].set(jnp.array([0.0, -50.0]))
-    if decision_kind == "soft":
-        decision = jnp.exp(logp)
-    else:
-        decision = relation.gumbel_hard(logp, jax.random.gumbel(keys[2], logp.shape))
-    cotangent = jax.random.normal(keys[3], logits.shape)
-
-    def loss(fn):
-        return lambda a, d: jnp.sum(fn(a, d, nz) * cotangent)
-
-    ours = jax.grad(loss(relation.policy_softmax), argnums=(0, 1))(logits, decision)
-    reference = jax.grad(loss(_composed_policy_softmax), argnums=(0, 1))(logits, decision)
-    np.testing.assert_array_equal(relation.policy_softmax(logits, decision, nz),
-                                  _composed_policy_softmax(logits, decision, nz))  # the same forward program
-    for got, expected in zip(ours, reference):
-        scale = np.abs(np.asarray(expected)).max()
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * scale)  # float32 summation order
-    assert np.abs(np.asarray(ours[1])).max() > 0
-
-
-def test_mask_policy_cotangent_is_the_mask_derivative():
-    """(G + Gᵀ)·P·A with G the off-diagonal ∂L/∂M: the vector-Jacobian product of attention_mask."""
-    policy = jax.random.dirichlet(jax.random.PRNGKey(4), jnp.ones(3), (2, 7))
-    d_mask = jax.random.normal(jax.random.PRNGKey(5), (2, 7, 7))
-    _, vjp = jax.vjp(lambda p: relation.attention_mask(p)[:, 0], policy)
-    np.testing.assert_allclose(relation.mask_policy_cotangent(d_mask, policy), vjp(d_mask)[0],
-                               rtol=1e-5, atol=1e-6)  # float32 rounding
-
-
 def test_select_tokens_threshold_rules():
     # p0 values: 0.3, 0.5, 0.7 → log-probs.
     p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
