@@ -68,28 +68,14 @@ class _Runner:
         return jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
 
 
-def donates_per_device_state(devices) -> bool:
-    """Whether :class:`PmapRunner` donates the state: on accelerators, not on CPUs.
-
-    Donated, the new state is written over the old. For pmap's per-device state on XLA:CPU that made every step copy
-    the old parameters and Adam moments first (GRM-B/256: 837 copies, 1.1 GB; the optimiser's fusions recompute
-    the new moments from the old ones across the per-device reshape), so the step program needed 1555 MB of
-    temporaries instead of 653 MB plus a new 1141 MB state, and took about 0.5 s longer (3.5 against 3.0 s,
-    benchmarks/README.md). The shard_map runner's replicated state has no such copies and is always donated.
-    """
-    return devices[0].platform != "cpu"
-
-
 class PmapRunner(_Runner):
-    """``jax.pmap(train_step, axis_name='batch')``; state replicated with a leading local-device axis; on
-    accelerators the state argument is donated (its buffers are reused for the new state; not on CPUs,
-    :func:`donates_per_device_state`)."""
+    """``jax.pmap(train_step, axis_name='batch')``; state replicated with a leading local-device axis; the state
+    argument is donated (its buffers are reused for the new state)."""
 
     def __init__(self, model, optimizer, config, steps_per_epoch, devices):
         super().__init__(devices)
         step = make_train_step(model, optimizer, config, steps_per_epoch)
-        donate = (0,) if donates_per_device_state(self.devices) else ()
-        self.step_fn = jax.pmap(step, axis_name=AXIS, donate_argnums=donate,
+        self.step_fn = jax.pmap(step, axis_name=AXIS, donate_argnums=(0,),
                                 devices=self.devices if jax.process_count() == 1 else None)
         # pmap returns arrays sharded as NamedSharding(mesh over the local devices, P('batch')); inputs placed any
         # other way (jax_utils.replicate gives a PmapSharding) make the second call compile the step again (10 s
