@@ -88,9 +88,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])
 
         (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        # One device in all: the mean over it is the identity, and XLA:CPU would still copy every gradient through
-        # an all-reduce.
-        if axis_name and jax.lax.axis_size(axis_name) > 1:
+        if axis_name:
             if reduce_grads:
                 grads = jax.lax.pmean(grads, axis_name)
             else:
