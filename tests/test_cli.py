@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -142,7 +143,6 @@ def test_config_given_sees_config_and_model_overrides():
 def test_console_scripts_run_the_mains(tmp_path):
     """pyproject.toml's ``[project.scripts]`` name each package entry point's ``main``; where ``pip install -e .``
     installed them beside this interpreter, they run (``--help`` from another directory)."""
-    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11 on")
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) >= {"grm-track", "grm-export", "grm-convert", "grm-compare", "grm-report", "grm-diagnose",
                             "grm-curves", "grm-datasets"}
