@@ -10,9 +10,10 @@ kept for the backward pass and workspace) and, from the previous row of the same
 device adds to them. ``--remat none,block`` compares ``config.train.remat`` settings.
 
 ``GFLOP/s`` = 3 × the forward's counted FLOPs per sample (2·MAC of every matmul and convolution, grm_jax/flops.py;
-the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a float32
+the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a
 ``--matmul-size``² matmul timed in the same process right before the row, in the row's precision (forward.py's
-reference; the issue's target for the train step is ≥ 80 %).
+``reference_gflops`` with ``mode='case'``: bfloat16 operands for bfloat16 rows; the issue's target for the train step
+is ≥ 80 %).
 ``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
@@ -31,10 +32,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
-from forward import matmul_gflops, model_dtype, precision_scope  # noqa: E402
+from forward import model_dtype, precision_scope, reference_gflops  # noqa: E402
 
 from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
@@ -127,8 +127,7 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
         for remat in args.remat.split(","):
             previous = None
             for batch in (int(b) for b in args.batches.split(",")):
-                reference = matmul_gflops(args.matmul_size, jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-                                          precision=args.dtype)
+                reference = reference_gflops(args.matmul_size, args.dtype, mode="case")
                 with precision_scope(args.dtype):
                     r = measure(name, batch, args.steps, args.dtype, remat)
                 r["matmul_gflops"], r["pct_matmul"] = reference, 100 * r["gflops"] / reference
