@@ -14,7 +14,10 @@ official ``.pth``/``.pth.tar`` file.
 
 Saves are atomic (Orbax writes to a temporary directory and renames). :func:`restore_latest` walks back from the
 latest step when a checkpoint is damaged, reporting each one it skips and moving it aside to
-``<step>.damaged-<time>``.
+``<step>.damaged-<time>``. A whole checkpoint that does not fit the run (another model or optimiser config) is not
+damage: it is refused with an error that names the keys, and nothing is moved. Per-device BatchNorm statistics
+written on another device count are read past (every device then starts from device 0's, see
+``grm_jax/train/loop.py``).
 
 On several processes every process calls :func:`save_train_state` and :func:`restore_latest` with the same tree of
 global arrays (Orbax's multi-host protocol): each process writes and reads only the shards it holds (a replicated
@@ -35,6 +38,7 @@ import orbax.checkpoint as ocp
 
 from grm_jax.config import base_config
 from grm_jax.convert.official import official_to_variables
+from grm_jax.distributed import first_local_shard
 from grm_jax.errors import CheckpointError
 
 __all__ = ["CheckpointError", "RUN_OPTIONS", "adopt_model_config", "config_from_json", "load_checkpoint_variables",
@@ -96,6 +100,11 @@ def _read_step(manager: ocp.CheckpointManager, step: int, abstract_state=None, *
     return manager.restore(step, args=ocp.args.Composite(**items))
 
 
+def _stored_state(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The tree of ``DIR/<step>/state`` as Orbax array metadata (shapes, dtypes; no array is read)."""
+    return manager.item_metadata(step)["state"].tree
+
+
 # ----------------------------------------------------------------------------------------------------
 # Model variables
 
@@ -135,7 +144,7 @@ def _process_local(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         if not x.is_fully_replicated:
             raise CheckpointError(f"a model variable of shape {x.shape} is sharded across processes")
-        return x.addressable_shards[0].data
+        return first_local_shard(x)
     return x
 
 
@@ -209,13 +218,15 @@ def make_manager(workdir, config: ml_collections.ConfigDict, steps_per_epoch: in
         create=True, max_to_keep=t.keep_last,
         keep_period=t.keep_every_epochs * steps_per_epoch if t.keep_every_epochs else None,
         enable_async_checkpointing=False)
-    return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints", options=options,
+                                 item_handlers=dict(state=ocp.StandardCheckpointHandler(),
+                                                    config=ocp.JsonCheckpointHandler()))
 
 
 def _step_of(tree: dict) -> int:
     step = tree["step"]
     if isinstance(step, jax.Array):  # a replicated global array: this process's copy
-        return int(np.asarray(step.addressable_shards[0].data))
+        return int(np.asarray(first_local_shard(step)))
     return int(step)
 
 
@@ -253,24 +264,114 @@ def silence_closed_loop_callbacks() -> None:
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: dict) -> tuple[dict | None, list[str]]:
-    """The newest checkpoint that restores into ``target``'s structure, and a warning per damaged one skipped."""
-    warnings = []
+def restore_latest(manager: ocp.CheckpointManager, target: dict,
+                   optional: tuple[str, ...] = ()) -> tuple[dict | None, list[str], list[str]]:
+    """The newest checkpoint that restores into ``target``'s structure: ``(tree, warnings, notes)``.
+
+    ``warnings``: one per damaged checkpoint skipped (moved aside to ``<step>.damaged-<time>``). ``optional``: top
+    keys of ``target`` that a checkpoint may lack or hold with other shapes (per-device statistics written on
+    another device count); such a key is left out of the returned tree, with a line in ``notes``. Any other
+    difference between the checkpoint's arrays and ``target``'s (another model or optimiser config) is not damage:
+    :class:`CheckpointError` names the keys, and nothing is moved.
+    """
+    warnings, notes = [], []
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in sorted(manager.all_steps(), reverse=True):
+        directory = manager.directory / str(step)
         try:
-            return _read_step(manager, step, abstract, with_config=False)["state"], warnings
+            stored = _stored_state(manager, step)
+        except Exception as err:  # unreadable metadata: a damaged checkpoint
+            warnings.append(_move_damaged(manager, step, err))
+            continue
+        fitted, dropped = _fit_optional(stored, abstract, optional, _replicated_sharding(target))
+        differences = _differences(stored, fitted)
+        if differences:
+            more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+            raise CheckpointError(f"checkpoint {directory} does not fit this run's train state (written with another "
+                                  f"model or optimiser config?): {'; '.join(differences[:5])}{more}. Train in another "
+                                  f"workdir, or with the config that wrote it")
+        try:
+            state = _read_step(manager, step, fitted, with_config=False)["state"]
         except Exception as err:  # a truncated or half-deleted checkpoint raises from deep inside Orbax
-            silence_closed_loop_callbacks()
-            damaged = manager.directory / str(step)
-            # Named by the damaged folder's own time, which every process reads the same before process 0 moves it.
-            kept = damaged.with_name(f"{step}.damaged-{int(os.stat(str(damaged)).st_mtime)}")
-            ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_named")
-            if jax.process_index() == 0:
-                damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
-            ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_moved")
-            cause = " ".join(str(err).split())
-            warnings.append(f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {cause}); moved to "
-                            f"{kept.name}; trying the previous one")
-            manager.reload()
-    return None, warnings
+            warnings.append(_move_damaged(manager, step, err))
+            continue
+        for key, why in dropped.items():
+            state.pop(key, None)
+            notes.append(f"checkpoint {directory}: {why}; restored without it")
+        return state, warnings, notes
+    return None, warnings, notes
+
+
+def _move_damaged(manager: ocp.CheckpointManager, step: int, err: Exception) -> str:
+    """Move ``DIR/<step>`` aside to ``<step>.damaged-<time>`` (every process calls it) and say so."""
+    silence_closed_loop_callbacks()
+    damaged = manager.directory / str(step)
+    # Named by the damaged folder's own time, which every process reads the same before process 0 moves it.
+    kept = damaged.with_name(f"{step}.damaged-{int(os.stat(str(damaged)).st_mtime)}")
+    ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_named")
+    if jax.process_index() == 0:
+        damaged.rename(kept)  # kept for inspection, out of the way of the step's next save
+    ocp.multihost.sync_global_processes(f"grm_jax_damaged_{step}_moved")
+    manager.reload()
+    cause = " ".join(str(err).split())
+    return (f"checkpoint {damaged} cannot be restored ({type(err).__name__}: {cause}); moved to {kept.name}; "
+            f"trying the previous one")
+
+
+def _replicated_sharding(target: dict):
+    """A sharding that places a whole array on every device of ``target``'s run (one of its replicated leaves')."""
+    for leaf in jax.tree_util.tree_leaves(target):
+        if isinstance(leaf, jax.Array) and leaf.is_fully_replicated:
+            return leaf.sharding
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _fit_optional(stored: dict, abstract: dict, optional, replicated) -> tuple[dict, dict]:
+    """``abstract`` with each ``optional`` key made to read what the checkpoint holds: ``(fitted, dropped)``.
+
+    A key the checkpoint lacks is removed; one it holds with other shapes (or that ``abstract`` lacks) is read
+    whole onto every device, in its stored shapes, and dropped after the restore (Orbax restores a tree whole).
+    ``dropped`` maps each such key to why.
+    """
+    fitted, dropped = dict(abstract), {}
+    for key in optional:
+        if key not in stored:
+            if fitted.pop(key, None) is not None:
+                dropped[key] = f"it holds no {key!r}"
+            continue
+        if key in fitted and _shapes(stored[key]) == _shapes(fitted[key]):
+            continue
+        ours = f"this run has {_leading_dims(fitted[key])}" if key in fitted else "this run keeps none"
+        dropped[key] = f"{key!r} is stored for {_leading_dims(stored[key])} and {ours}"
+        fitted[key] = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=replicated), stored[key])
+    return fitted, dropped
+
+
+def _shapes(tree) -> dict:
+    """``{'a/b/0/c': (shape, dtype)}`` of a tree of arrays, shape structs or Orbax array metadata (which stores
+    named tuples, such as optax's states, as dicts and lists: the path names are compared, not the node types)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(_key_name(k)) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype)) for path, leaf in flat}
+
+
+def _key_name(key):
+    for attribute in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
+        if hasattr(key, attribute):
+            return getattr(key, attribute)
+    return key
+
+
+def _leading_dims(tree) -> str:
+    """'N devices': the leading axis of a per-device tree's first leaf."""
+    return f"{jax.tree_util.tree_leaves(tree)[0].shape[0]} devices"
+
+
+def _differences(stored: dict, abstract: dict) -> list[str]:
+    """Where the checkpoint's arrays and the run's differ: keys on one side only, other shapes or dtypes."""
+    ours, theirs = _shapes(abstract), _shapes(stored)
+    out = [f"{path} missing from the checkpoint" for path in ours if path not in theirs]
+    out += [f"{path} not in this run's state" for path in theirs if path not in ours]
+    out += [f"{path} stored {theirs[path][0]} {theirs[path][1]}, this run {ours[path][0]} {ours[path][1]}"
+            for path in ours if path in theirs and theirs[path] != ours[path]]
+    return out

@@ -49,6 +49,12 @@ def barrier(name: str, timeout_s: int = 600) -> None:
         orbax.checkpoint.multihost.sync_global_processes(name, timeout=timeout_s)
 
 
+def first_local_shard(x: jax.Array) -> jax.Array:
+    """This process's first shard of ``x``, on its first local device: its copy of a replicated global array, or
+    that device's block of a sharded one. Reading it transfers that shard only."""
+    return x.addressable_shards[0].data
+
+
 def my_share(items: list) -> list:
     """This process's share of ``items`` for work split across processes: every P-th item from the process
     index on (P = process count), so that long and short items spread evenly."""

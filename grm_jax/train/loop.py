@@ -156,9 +156,14 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     target = runner.global_state(placed, per_device_stats)
 
     manager = checkpoints.make_manager(workdir, config, per_epoch)
-    restored, warnings = checkpoints.restore_latest(manager, target)
+    # Per-device BatchNorm statistics restore only onto the device count that wrote them; on another count (or
+    # where this run synchronises them) every device starts from device 0's statistics, which is what the official
+    # trainer's resume gives every rank (it saves rank 0's model).
+    restored, warnings, notes = checkpoints.restore_latest(manager, target, optional=("batch_stats_per_device",))
     for message in warnings:
         print(f"warning: {message}")
+    for message in notes:
+        print(f"note: {message}; every device starts from the checkpoint's device-0 BatchNorm statistics")
     if restored is not None:
         state = runner.local_state(restored, TrainState)
         print(f"resuming from step {int(runner.first_replica(state.step))} ({manager.directory})")

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from grm_jax.distributed import first_local_shard
 from grm_jax.train.step import AXIS, make_train_step
 
 
@@ -33,7 +34,7 @@ def _first_shard(tree, drop_leading_axis: bool):
     def first(x):
         if not isinstance(x, jax.Array):
             return np.asarray(x)[0] if drop_leading_axis else np.asarray(x)
-        data = np.asarray(x.addressable_shards[0].data)
+        data = np.asarray(first_local_shard(x))
         return data.reshape(x.shape[1:]) if drop_leading_axis else data
 
     return jax.tree_util.tree_map(first, tree)

@@ -131,6 +131,24 @@ def test_truncated_latest_checkpoint_is_skipped(tmp_path):
     assert "resuming from step 2" in again.stdout
 
 
+@pytest.mark.timeout(900)
+def test_resume_on_another_device_count(tmp_path):
+    """Per-device BatchNorm statistics (4 devices, not synchronised) resume on 2 devices, then on 1: the run goes on
+    from the last step (every device from the checkpoint's device-0 statistics, as the note says), and no
+    checkpoint is taken for damaged (before, all of them were moved aside and training began again at step 0)."""
+    notes = {2: "'batch_stats_per_device' is stored for 4 devices and this run has 2 devices",
+             1: "'batch_stats_per_device' is stored for 2 devices and this run keeps none"}
+    for devices, steps in ((4, 4), (2, 6), (1, 8)):
+        run = _run(tmp_path, steps, devices)
+        assert run.returncode == 0, run.stderr[-3000:]
+        if devices in notes:
+            assert f"resuming from step {steps - 2}" in run.stdout, run.stdout[-3000:]
+            assert notes[devices] in run.stdout, run.stdout[-3000:]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert not [name for name in names if "damaged" in name], names
+    assert all(np.isfinite(v).all() for v in _params(_result(tmp_path)).values())
+
+
 @pytest.mark.timeout(600)
 def test_nan_stops_the_run_without_a_nan_checkpoint(tmp_path):
     run = _run(tmp_path, 6, 1, "--nan_at", "3", "--ckpt_every", "1")
