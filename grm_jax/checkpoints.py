@@ -276,6 +276,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict,
     """
     warnings, notes = [], []
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    replicated = _replicated_sharding(target)
     for step in sorted(manager.all_steps(), reverse=True):
         directory = manager.directory / str(step)
         try:
@@ -283,7 +284,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict,
         except Exception as err:  # unreadable metadata: a damaged checkpoint
             warnings.append(_move_damaged(manager, step, err))
             continue
-        fitted, dropped = _fit_optional(stored, abstract, optional, _replicated_sharding(target))
+        fitted, dropped = _fit_optional(stored, abstract, optional, replicated)
         differences = _differences(stored, fitted)
         if differences:
             more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
@@ -350,7 +351,9 @@ def _fit_optional(stored: dict, abstract: dict, optional, replicated) -> tuple[d
 
 def _shapes(tree) -> dict:
     """``{'a/b/0/c': (shape, dtype)}`` of a tree of arrays, shape structs or Orbax array metadata (which stores
-    named tuples, such as optax's states, as dicts and lists: the path names are compared, not the node types)."""
+    named tuples, such as optax's states, as dicts and lists: the path names are compared, not the node types).
+    Orbax's own ``tree.serialize_tree(..., keep_empty_nodes=False)`` + ``to_flat_dict`` fails on an optax chain
+    whose empty states leave gaps in a list (orbax-checkpoint 0.12.8), hence the paths are named here."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {"/".join(str(_key_name(k)) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype)) for path, leaf in flat}
 
