@@ -59,6 +59,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Probability of a colour-channel permutation shared by a pair's frames (not in the official augmentation; 0 =
     # off, the official sample stream): a small synthetic set has few colour schemes to learn from.
     c.data.channel_shuffle_prob = 0.0
+    # The official per-crop flip is rolled separately for template and search (a quirk, docs/training.md#per-crop-flip):
+    # False rolls it once for both crops, so the search is never mirrored with respect to its template.
+    c.data.independent_crop_flip = True
+    # Not official either: a random gain and offset per colour channel, shared by a pair's frames (0 = off;
+    # grm_jax/data/transforms.py AugmentOptions.colour_jitter).
+    c.data.colour_jitter = 0.0
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
     # max_distractors .. exit_probability: grm_jax.data.synthetic.Difficulty (the defaults are the hard case).
     c.data.synthetic = ml_collections.ConfigDict(
@@ -253,6 +259,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_int(d.sample_per_epoch, "data.sample_per_epoch", 1)
     _check_int(d.num_workers, "data.num_workers", 0)
     _check_fraction(d.channel_shuffle_prob, "data.channel_shuffle_prob")
+    _check_fraction(d.colour_jitter, "data.colour_jitter")
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
     if len(tuple(d.datasets)) == 0:
         raise ValueError("config.data.datasets is empty")

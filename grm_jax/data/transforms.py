@@ -52,6 +52,10 @@ class AugmentOptions:
     # Not in the official code: a random permutation of the colour channels, the same for both frames (joint
     # transform), with this probability. 0 draws nothing, so the official sample stream is unchanged.
     channel_shuffle_prob: float = 0.0
+    # Not in the official code either: with s > 0, one random affine map of each colour channel per pair, the same
+    # for both frames (joint transform, after the channel order): c' = clip(round(g_c·c + o_c), 0, 255) with
+    # g_c ~ U(1 − s, 1 + s), o_c ~ U(−128·s, 128·s). 0 draws nothing.
+    colour_jitter: float = 0.0
     brightness_jitter: float = 0.2  # factor ~ U(1 − b, 1 + b) (lower end clamped at 0)
     crop_flip_prob: float = 0.5  # per-crop flip
     # Quirk (docs/training.md#per-crop-flip): the per-crop flip is rolled separately for template and search.
@@ -83,14 +87,27 @@ def flip_image_box(image: np.ndarray, box: np.ndarray):
     return image[:, ::-1], np.array([(w_img - 1) - (x + w), y, w, h], np.float64)
 
 
+def colour_affine(image: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """uint8 image with channel c mapped to clip(round(gain[c]·c + offset[c]), 0, 255), by a lookup table per
+    channel."""
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    lut = np.clip(np.round(levels * np.asarray(gain)[None] + np.asarray(offset)[None]), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.stack([lut[image[..., c], c] for c in range(3)], axis=-1))
+
+
 def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOptions):
     """One grayscale roll and one flip roll, applied to every frame (template first, search reuses the roll); and,
-    when ``options.channel_shuffle_prob`` > 0, one roll and one permutation of the colour channels."""
+    when ``options.channel_shuffle_prob`` > 0, one roll and one permutation of the colour channels; when
+    ``options.colour_jitter`` s > 0, one gain and offset per channel (:func:`colour_affine`)."""
     gray = rng.random() < options.grayscale_prob
     flip = rng.random() < options.joint_flip_prob
     channels = None
     if options.channel_shuffle_prob > 0 and rng.random() < options.channel_shuffle_prob:
         channels = rng.permutation(3)
+    affine = None
+    if options.colour_jitter > 0:
+        s = options.colour_jitter
+        affine = rng.uniform(1 - s, 1 + s, size=3), rng.uniform(-128 * s, 128 * s, size=3)
     out_images, out_boxes = [], []
     for image, box in zip(images, boxes):
         box = np.asarray(box, np.float64)
@@ -98,6 +115,8 @@ def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOpt
             image = to_grayscale(image)
         if channels is not None:
             image = image[..., channels]
+        if affine is not None:
+            image = colour_affine(image, *affine)
         if flip:
             image, box = flip_image_box(image, box)
         out_images.append(np.ascontiguousarray(image))

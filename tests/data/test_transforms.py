@@ -92,6 +92,29 @@ def test_channel_shuffle_permutes_both_frames_alike_and_off_draws_nothing():
         assert (rng.random() != official.random()) == draws_more
 
 
+def test_colour_affine_formula():
+    image = np.array([[[0, 100, 255], [10, 20, 30]]], np.uint8)
+    out = tf.colour_affine(image, np.array([1.5, 0.5, 1.0]), np.array([10.0, -20.0, 0.4]))
+    expected = np.clip(np.round(image * np.array([1.5, 0.5, 1.0]) + np.array([10.0, -20.0, 0.4])), 0, 255)
+    np.testing.assert_array_equal(out, expected.astype(np.uint8))
+
+
+def test_colour_jitter_maps_both_frames_alike_and_off_draws_nothing():
+    a = gradient_image()
+    jitter = dataclasses.replace(PLAIN, colour_jitter=0.5)
+    changed = 0
+    for seed in range(10):
+        (ia, ib), _ = tf.joint_transform(np.random.default_rng(seed), [a, a.copy()], [[1, 2, 3, 4]] * 2, jitter)
+        np.testing.assert_array_equal(ia, ib)  # one draw for the pair
+        changed += not np.array_equal(ia, a)
+    assert changed == 10
+    for strength, draws_more in ((0.0, False), (0.5, True)):
+        rng, official = np.random.default_rng(3), np.random.default_rng(3)
+        tf.joint_transform(rng, [a], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, colour_jitter=strength))
+        official.random(), official.random()
+        assert (rng.random() != official.random()) == draws_more
+
+
 # --- steps 2–3 ----------------------------------------------------------------------------------------------------
 
 
