@@ -65,6 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Not official either: a random gain and offset per colour channel, shared by a pair's frames (0 = off;
     # grm_jax/data/transforms.py AugmentOptions.colour_jitter).
     c.data.colour_jitter = 0.0
+    # Not official: probability of transposing both frames of a pair (AugmentOptions.transpose_prob; 0 = off).
+    c.data.transpose_prob = 0.0
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
     # max_distractors .. exit_probability: grm_jax.data.synthetic.Difficulty (the defaults are the hard case).
     c.data.synthetic = ml_collections.ConfigDict(
@@ -260,6 +262,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_int(d.num_workers, "data.num_workers", 0)
     _check_fraction(d.channel_shuffle_prob, "data.channel_shuffle_prob")
     _check_fraction(d.colour_jitter, "data.colour_jitter")
+    _check_fraction(d.transpose_prob, "data.transpose_prob")
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
     if len(tuple(d.datasets)) == 0:
         raise ValueError("config.data.datasets is empty")

@@ -56,7 +56,7 @@ def settings_from_config(config, num_sources: int | None = None,
 
     ``num_sources`` = 1 with several configured datasets means "one source given": ratio (1,). ``augment``
     replaces the default :class:`AugmentOptions` (the official ones, with ``config.data.channel_shuffle_prob``,
-    ``independent_crop_flip`` and ``colour_jitter``); mean and std always come from the config.
+    ``independent_crop_flip``, ``colour_jitter`` and ``transpose_prob``); mean and std always come from the config.
     """
     d = config.data
     ratios = tuple(float(r) for r in d.ratios)
@@ -73,7 +73,8 @@ def settings_from_config(config, num_sources: int | None = None,
         options=dataclasses.replace(augment or AugmentOptions(
                                         channel_shuffle_prob=float(d.get("channel_shuffle_prob", 0.0)),
                                         independent_crop_flip=bool(d.get("independent_crop_flip", True)),
-                                        colour_jitter=float(d.get("colour_jitter", 0.0))),
+                                        colour_jitter=float(d.get("colour_jitter", 0.0)),
+                                        transpose_prob=float(d.get("transpose_prob", 0.0))),
                                     mean=tuple(float(v) for v in d.mean), std=tuple(float(v) for v in d.std)),
         patch_size=int(config.model.patch_size) if "model" in config else 16)
 

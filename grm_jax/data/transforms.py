@@ -56,6 +56,9 @@ class AugmentOptions:
     # for both frames (joint transform, after the channel order): c' = clip(round(g_c·c + o_c), 0, 255) with
     # g_c ~ U(1 − s, 1 + s), o_c ~ U(−128·s, 128·s). 0 draws nothing.
     colour_jitter: float = 0.0
+    # Not official: with this probability, both full frames of a pair transposed (rows ↔ columns; with the flips, four
+    # orientations of every target instead of two). 0 draws nothing.
+    transpose_prob: float = 0.0
     brightness_jitter: float = 0.2  # factor ~ U(1 − b, 1 + b) (lower end clamped at 0)
     crop_flip_prob: float = 0.5  # per-crop flip
     # Quirk (docs/training.md#per-crop-flip): the per-crop flip is rolled separately for template and search.
@@ -95,10 +98,17 @@ def colour_affine(image: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np
     return np.ascontiguousarray(np.stack([lut[image[..., c], c] for c in range(3)], axis=-1))
 
 
+def transpose_image_box(image: np.ndarray, box: np.ndarray):
+    """A full frame with rows and columns exchanged and its pixel box: (x, y, w, h) ← (y, x, h, w)."""
+    x, y, w, h = box
+    return image.transpose(1, 0, 2), np.array([y, x, h, w], np.float64)
+
+
 def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOptions):
     """One grayscale roll and one flip roll, applied to every frame (template first, search reuses the roll); and,
     when ``options.channel_shuffle_prob`` > 0, one roll and one permutation of the colour channels; when
-    ``options.colour_jitter`` s > 0, one gain and offset per channel (:func:`colour_affine`)."""
+    ``options.colour_jitter`` s > 0, one gain and offset per channel (:func:`colour_affine`); when
+    ``options.transpose_prob`` > 0, one transposition roll (before the flip)."""
     gray = rng.random() < options.grayscale_prob
     flip = rng.random() < options.joint_flip_prob
     channels = None
@@ -108,6 +118,7 @@ def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOpt
     if options.colour_jitter > 0:
         s = options.colour_jitter
         affine = rng.uniform(1 - s, 1 + s, size=3), rng.uniform(-128 * s, 128 * s, size=3)
+    transpose = options.transpose_prob > 0 and rng.random() < options.transpose_prob
     out_images, out_boxes = [], []
     for image, box in zip(images, boxes):
         box = np.asarray(box, np.float64)
@@ -117,6 +128,8 @@ def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOpt
             image = image[..., channels]
         if affine is not None:
             image = colour_affine(image, *affine)
+        if transpose:
+            image, box = transpose_image_box(image, box)
         if flip:
             image, box = flip_image_box(image, box)
         out_images.append(np.ascontiguousarray(image))

@@ -115,6 +115,22 @@ def test_colour_jitter_maps_both_frames_alike_and_off_draws_nothing():
         assert (rng.random() != official.random()) == draws_more
 
 
+def test_transpose_moves_the_box_with_the_pixels_for_both_frames():
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[5:15, 20:28] = 200  # rows 5..14, columns 20..27: box (20, 5, 8, 10)
+    on = dataclasses.replace(PLAIN, transpose_prob=1.0)
+    images, boxes = tf.joint_transform(np.random.default_rng(0), [image, image], [[20, 5, 8, 10]] * 2, on)
+    for out, box in zip(images, boxes):
+        assert out.shape == (60, 40, 3)
+        np.testing.assert_array_equal(box, [5, 20, 10, 8])
+        x, y, w, h = box.astype(int)
+        assert (out[y:y + h, x:x + w] == 200).all() and out.sum() == image.sum()
+    rng, official = np.random.default_rng(3), np.random.default_rng(3)
+    tf.joint_transform(rng, [image], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, transpose_prob=0.0))
+    official.random(), official.random()
+    assert rng.random() == official.random()  # off draws nothing
+
+
 # --- steps 2–3 ----------------------------------------------------------------------------------------------------
 
 
