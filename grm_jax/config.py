@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
     # The division MLPs' learning rate is 0 before this step (their initial, near-even division meanwhile); 0 = from
     # the start (official).
     c.train.divide_start_step = 0
+    # Added to the interact logit of every division MLP at initialisation (0 = official init; see
+    # grm_jax/train/loop.py with_divide_bias).
+    c.train.divide_init_bias = 0.0
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240

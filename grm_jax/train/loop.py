@@ -58,7 +58,24 @@ def init_train_state(config, model, optimizer_factory) -> TrainState:
         loaded, _ = checkpoints.load_variables(config.train.init_checkpoint)
         variables = {**variables, **loaded}
     params, batch_stats = variables["params"], variables["batch_stats"]
+    if config.train.divide_init_bias:
+        params = with_divide_bias(params, config.train.divide_init_bias)
     return create_state(params, batch_stats, optimizer_factory(params))
+
+
+def with_divide_bias(params, bias: float):
+    """``params`` with ``bias`` added to the *interact* logit (class 1) of every division MLP's output layer
+    (``divide_predict_4``): the initial ℓ1 − ℓ0 of every token moves by ``bias``, so that a positive value starts
+    training with (almost) every search token interacting — e^−b/(1 + e^−b) of them drawn search-only by the Gumbel
+    noise — instead of the noise's even split."""
+
+    def shift(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        if len(names) >= 2 and names[-2] == "divide_predict_4" and names[-1] == "bias":
+            return np.asarray(x) + np.array([0.0, bias], x.dtype)
+        return x
+
+    return jax.tree_util.tree_map_with_path(shift, params)
 
 
 def _host_tree(runner, state: TrainState) -> dict:

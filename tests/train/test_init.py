@@ -1,0 +1,38 @@
+"""grm_jax.train.loop.init_train_state: the optional initial division bias (``config.train.divide_init_bias``)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from grm_jax.models import build_model
+from grm_jax.train.loop import init_train_state
+from grm_jax.train.optimizer import make_optimizer
+from helpers import load_config, tiny_inputs
+
+
+def _state(bias):
+    config = load_config("tiny")
+    config.train.divide_init_bias = bias
+    model = build_model(config)
+    return model, init_train_state(config, model, lambda p: make_optimizer(config, p, 10))
+
+
+def test_divide_init_bias_moves_only_the_interact_logit(tiny_outputs):
+    model, official = _state(0.0)
+    _, biased = _state(3.0)
+    moved = []
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(official.params),
+                            jax.tree_util.tree_leaves(biased.params)):
+        if not np.array_equal(a, b):
+            moved.append(jax.tree_util.keystr(path))
+            np.testing.assert_allclose(np.asarray(b) - np.asarray(a), [0.0, 3.0], atol=1e-6)  # float32 of 3
+    assert len(moved) == 3 and all("divide_predict_4']['bias']" in p for p in moved)  # one per division layer
+    # In the model: every token's gap l1 - l0 in the first division layer moves by the bias (log_softmax keeps
+    # differences; 1e-5: float32 rounding). Later layers see other decisions upstream, so only the first is exact.
+    z, x, mask = tiny_inputs(tiny_outputs)
+    gaps = []
+    for state in (official, biased):
+        out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, z, x, mask, train=False)
+        gaps.append(np.asarray(out["divide_logp"][..., 1] - out["divide_logp"][..., 0]))
+    np.testing.assert_allclose(gaps[1][0] - gaps[0][0], 3.0, atol=1e-5)
