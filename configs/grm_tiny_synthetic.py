@@ -29,11 +29,14 @@ def get_config(arg=None):
     c.data.ratios = (1.0,)
     # The data and recipe were chosen by measurement (README, "What the demo shows"): sequences without distractors,
     # occluder or exits (each of those defeated a model trained for minutes), 24 training sequences (200 fit worse
-    # in the same steps), 8 held-out ones; search crops with a wide scale jitter, so that the model learns to
+    # in the same steps); search crops with a wide scale jitter, so that the model learns to
     # measure the target's size instead of assuming it fills a quarter of the crop (scale jitter 0.25: the
     # predicted size follows the crop to 85 %, and free-running tracks drift in size; 0.4: to 50 %).
+    # 40 held-out sequences (about 30 s of tracking per model): on the first 8 alone, one model scores 41.1 and on
+    # all 40 47.0, and the per-sequence IoU runs from 0 (target lost) to 0.8, so 8 said too little. The held-out
+    # split does not change the training data (each sequence is drawn from its own seed).
     c.data.synthetic.num_train = 24
-    c.data.synthetic.num_val = 8
+    c.data.synthetic.num_val = 40
     c.data.synthetic.min_length = 50
     c.data.synthetic.max_length = 100
     c.data.synthetic.max_distractors = 0
