@@ -266,7 +266,7 @@ def git_commit() -> str:
 def define_flags(fv: flags.FlagValues) -> None:
     """The command line's flags."""
     flags.DEFINE_bool("dry-run", False, "tiny model on the CPU, a few iterations", flag_values=fv)
-    flags.DEFINE_float("budget", None, "seconds for the whole run (default 480, dry run 170)", flag_values=fv)
+    flags.DEFINE_float("budget", None, "seconds for the whole run (default 480, dry run 300)", flag_values=fv)
     flags.DEFINE_float("reserve", 5.0, "seconds kept for writing the report", flag_values=fv)
     flags.DEFINE_string("out", None, "output folder (default $OUT, else accelerator_out/)", flag_values=fv)
     flags.DEFINE_string("only", None, "comma-separated part names to run", flag_values=fv)
@@ -277,7 +277,7 @@ def run_parts(fv: flags.FlagValues, argv: list[str]) -> int:
     """Runs the parts within the budget and writes the report; 1 unless every part ended ok."""
     cli.no_arguments(argv)
     args = cli.namespace(fv)
-    budget = args.budget or (170.0 if args.dry_run else 480.0)
+    budget = args.budget or (300.0 if args.dry_run else 480.0)
     deadline = time.perf_counter() + budget
     out_dir = pathlib.Path(args.out or os.environ.get("OUT") or ROOT / "accelerator_out")
     out_dir.mkdir(parents=True, exist_ok=True)

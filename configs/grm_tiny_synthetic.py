@@ -32,7 +32,7 @@ def get_config(arg=None):
     # in the same steps); search crops with a wide scale jitter, so that the model learns to
     # measure the target's size instead of assuming it fills a quarter of the crop (scale jitter 0.25: the
     # predicted size follows the crop to 85 %, and free-running tracks drift in size; 0.4: to 50 %).
-    # 40 held-out sequences (about 30 s of tracking per model): on the first 8 alone, one model scores 41.1 and on
+    # 40 held-out sequences (about 18 s of tracking per model here): on the first 8 alone, one model scores 41.1 and on
     # all 40 47.0, and the per-sequence IoU runs from 0 (target lost) to 0.8, so 8 said too little. The held-out
     # split does not change the training data (each sequence is drawn from its own seed).
     c.data.synthetic.num_train = 24

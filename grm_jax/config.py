@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     # The official per-crop flip is rolled separately for template and search (a quirk, docs/training.md#per-crop-flip):
     # False rolls it once for both crops, so the search is never mirrored with respect to its template.
     c.data.independent_crop_flip = True
-    # Not official either: a random gain and offset per colour channel, shared by a pair's frames (0 = off;
+    # Not official: a random gain and offset per colour channel, shared by a pair's frames (0 = off;
     # grm_jax/data/transforms.py AugmentOptions.colour_jitter).
     c.data.colour_jitter = 0.0
     # Not official: probability of transposing both frames of a pair (AugmentOptions.transpose_prob; 0 = off).
