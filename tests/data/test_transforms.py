@@ -71,6 +71,15 @@ def test_joint_flip_rate_and_sharing():
     assert abs(np.mean(flips) - 0.5) < 0.1
 
 
+def draws_beyond_official(image, options) -> bool:
+    """True when ``joint_transform`` with ``options`` draws more random numbers than the official two rolls (grey,
+    flip): the generator's next draw then differs from one that made only those two."""
+    rng, official = np.random.default_rng(3), np.random.default_rng(3)
+    tf.joint_transform(rng, [image], [[1, 2, 3, 4]], options)
+    official.random(), official.random()
+    return rng.random() != official.random()
+
+
 def test_channel_shuffle_permutes_both_frames_alike_and_off_draws_nothing():
     a, b = gradient_image(), gradient_image(100, 140)
     shuffle = dataclasses.replace(PLAIN, channel_shuffle_prob=1.0)
@@ -86,10 +95,7 @@ def test_channel_shuffle_permutes_both_frames_alike_and_off_draws_nothing():
     # Off (the official setting) draws nothing more than the official two rolls (grey, flip): the stream after the
     # joint transform is the official one; on, it draws more.
     for prob, draws_more in ((0.0, False), (1.0, True)):
-        rng, official = np.random.default_rng(3), np.random.default_rng(3)
-        tf.joint_transform(rng, [a], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, channel_shuffle_prob=prob))
-        official.random(), official.random()
-        assert (rng.random() != official.random()) == draws_more
+        assert draws_beyond_official(a, dataclasses.replace(PLAIN, channel_shuffle_prob=prob)) == draws_more
 
 
 def test_colour_affine_formula():
@@ -109,10 +115,7 @@ def test_colour_jitter_maps_both_frames_alike_and_off_draws_nothing():
         changed += not np.array_equal(ia, a)
     assert changed == 10
     for strength, draws_more in ((0.0, False), (0.5, True)):
-        rng, official = np.random.default_rng(3), np.random.default_rng(3)
-        tf.joint_transform(rng, [a], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, colour_jitter=strength))
-        official.random(), official.random()
-        assert (rng.random() != official.random()) == draws_more
+        assert draws_beyond_official(a, dataclasses.replace(PLAIN, colour_jitter=strength)) == draws_more
 
 
 def test_transpose_moves_the_box_with_the_pixels_for_both_frames():
@@ -125,10 +128,7 @@ def test_transpose_moves_the_box_with_the_pixels_for_both_frames():
         np.testing.assert_array_equal(box, [5, 20, 10, 8])
         x, y, w, h = box.astype(int)
         assert (out[y:y + h, x:x + w] == 200).all() and out.sum() == image.sum()
-    rng, official = np.random.default_rng(3), np.random.default_rng(3)
-    tf.joint_transform(rng, [image], [[1, 2, 3, 4]], dataclasses.replace(PLAIN, transpose_prob=0.0))
-    official.random(), official.random()
-    assert rng.random() == official.random()  # off draws nothing
+    assert not draws_beyond_official(image, dataclasses.replace(PLAIN, transpose_prob=0.0))  # off draws nothing
 
 
 # --- steps 2–3 ----------------------------------------------------------------------------------------------------
