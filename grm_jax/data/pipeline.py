@@ -50,13 +50,25 @@ class SampleSettings:
     max_attempts: int = 100
 
 
+#: The ``config.data`` keys that set an :class:`AugmentOptions` field of the same name (the options outside the
+#: official recipe, and the per-crop flip quirk).
+CONFIG_AUGMENT_KEYS = ("channel_shuffle_prob", "independent_crop_flip", "colour_jitter", "transpose_prob")
+
+
+def augment_from_config(data) -> AugmentOptions:
+    """The official :class:`AugmentOptions` with the fields that ``config.data`` (``data``) sets; a key missing from an
+    older config keeps the field's default."""
+    default = AugmentOptions()
+    return dataclasses.replace(default, **{key: type(getattr(default, key))(data[key])
+                                           for key in CONFIG_AUGMENT_KEYS if key in data})
+
+
 def settings_from_config(config, num_sources: int | None = None,
                          augment: AugmentOptions | None = None) -> SampleSettings:
     """``config.data.*`` (and ``config.model.patch_size``) → :class:`SampleSettings`.
 
     ``num_sources`` = 1 with several configured datasets means "one source given": ratio (1,). ``augment``
-    replaces the default :class:`AugmentOptions` (the official ones, with ``config.data.channel_shuffle_prob``,
-    ``independent_crop_flip``, ``colour_jitter`` and ``transpose_prob``); mean and std always come from the config.
+    replaces :func:`augment_from_config`'s options; mean and std always come from the config.
     """
     d = config.data
     ratios = tuple(float(r) for r in d.ratios)
@@ -70,11 +82,7 @@ def settings_from_config(config, num_sources: int | None = None,
 
     return SampleSettings(
         ratios=ratios, max_interval=int(d.max_sample_interval), template=crop(d.template), search=crop(d.search),
-        options=dataclasses.replace(augment or AugmentOptions(
-                                        channel_shuffle_prob=float(d.get("channel_shuffle_prob", 0.0)),
-                                        independent_crop_flip=bool(d.get("independent_crop_flip", True)),
-                                        colour_jitter=float(d.get("colour_jitter", 0.0)),
-                                        transpose_prob=float(d.get("transpose_prob", 0.0))),
+        options=dataclasses.replace(augment or augment_from_config(d),
                                     mean=tuple(float(v) for v in d.mean), std=tuple(float(v) for v in d.std)),
         patch_size=int(config.model.patch_size) if "model" in config else 16)
 
