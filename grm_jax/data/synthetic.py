@@ -17,6 +17,7 @@ import dataclasses
 import cv2
 import numpy as np
 
+MAX_CONTRAST = 200.0  # the largest Difficulty.min_contrast accepted (grey levels)
 _SEED_TAG = 0x5E9  # separates this generator's streams from other users of the same integer seed
 
 
@@ -44,6 +45,29 @@ def random_palette(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` RGB colours (float32) scattered around a random base colour."""
     base = rng.uniform(40, 215, size=3)
     return np.clip(base + rng.normal(0, 55, size=(n, 3)), 0, 255).astype(np.float32)
+
+
+def palette_contrast(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two palettes' colours lie: ‖mean(a) − mean(b)‖₂ over RGB, in grey levels (0 = the same mean
+    colour). Of the default draws of target and background, 10 % are closer than 60 and 21 % than 80."""
+    return float(np.linalg.norm(np.mean(a, axis=0) - np.mean(b, axis=0)))
+
+
+def contrasting_palette(seed: int, background: np.ndarray, n: int, min_contrast: float,
+                        tries: int = 1000) -> np.ndarray:
+    """A palette of ``n`` colours at least ``min_contrast`` from ``background`` (:func:`palette_contrast`), drawn
+    from the sequence's stream 3 (so no other draw of the sequence moves); of ``tries`` draws that all miss, the
+    farthest."""
+    rng = _rng(seed, 3)
+    best, best_contrast = None, -1.0
+    for _ in range(tries):
+        candidate = random_palette(rng, n)
+        contrast = palette_contrast(candidate, background)
+        if contrast >= min_contrast:
+            return candidate
+        if contrast > best_contrast:
+            best, best_contrast = candidate, contrast
+    return best
 
 
 def paste(canvas: np.ndarray, patch: np.ndarray, x0: int, y0: int) -> None:
@@ -140,25 +164,51 @@ class Difficulty:
 
     ``distractor_palette``: ``"target"`` (distractors coloured like the target: the hard case) or ``"own"`` (a
     palette of their own, drawn from a separate stream).
+
+    ``min_contrast``: the least :func:`palette_contrast` between the target's palette and the background's, in grey
+    levels (0 = any, the default draw; README, "What the demo shows": held-out targets closer than 60 to their
+    background were mostly lost by the demo's model, mean IoU 0.19 against 0.56 for the others). A
+    target palette closer than that is replaced by :func:`contrasting_palette`; the sequence keeps its background,
+    texture layout, motion and boxes (distractors of the target's palette take the new colours too).
     """
 
     max_distractors: int = 3
     distractor_palette: str = "target"
     max_occlusions: int = 2
     exit_probability: float = 0.5
+    min_contrast: float = 0.0
 
     def __post_init__(self):
         if self.distractor_palette not in ("target", "own"):
             raise ValueError(f"distractor_palette = {self.distractor_palette!r} is not 'target' or 'own'")
         if self.max_distractors < 0 or self.max_occlusions < 0 or not 0.0 <= self.exit_probability <= 1.0:
             raise ValueError(f"{self}: counts must be >= 0 and exit_probability in [0, 1]")
+        if not 0.0 <= self.min_contrast <= MAX_CONTRAST:
+            raise ValueError(f"min_contrast = {self.min_contrast!r} is not in [0, {MAX_CONTRAST:g}] grey levels "
+                             "(palette means are drawn in [40, 215]³; beyond that the draw rarely meets it)")
 
     def tag(self) -> str:
         """'' for the defaults, else a short name of the settings (for dataset names)."""
         if self == Difficulty():
             return ""
         palette = "o" if self.distractor_palette == "own" else "t"
-        return f"_d{self.max_distractors}{palette}o{self.max_occlusions}e{self.exit_probability:g}"
+        contrast = f"c{self.min_contrast:g}" if self.min_contrast else ""
+        return f"_d{self.max_distractors}{palette}o{self.max_occlusions}e{self.exit_probability:g}{contrast}"
+
+
+def _palettes(rng: np.random.Generator, seed: int, difficulty: Difficulty) -> tuple[np.ndarray, np.ndarray]:
+    """The target's and the background's palettes, the first two draws of a sequence's stream 0; a target palette
+    closer than ``difficulty.min_contrast`` to the background's is replaced from stream 3."""
+    palette = random_palette(rng, 6)
+    background = random_palette(rng, 5)
+    if palette_contrast(palette, background) < difficulty.min_contrast:
+        palette = contrasting_palette(seed, background, len(palette), difficulty.min_contrast)
+    return palette, background
+
+
+def sequence_palettes(seed: int, difficulty: Difficulty = Difficulty()) -> tuple[np.ndarray, np.ndarray]:
+    """``(target palette, background palette)`` of sequence ``seed``, as :func:`generate_sequence` draws them."""
+    return _palettes(_rng(seed, 0), seed, difficulty)
 
 
 def generate_sequence(seed: int, length: int, height: int = 240, width: int = 320,
@@ -173,8 +223,8 @@ def generate_sequence(seed: int, length: int, height: int = 240, width: int = 32
         raise ValueError(f"length must be >= 1, got {length}")
     rng = _rng(seed, 0)
     short = min(height, width)
-    palette = random_palette(rng, 6)
-    background = blocky_texture(rng, height, width, random_palette(rng, 5), block=int(rng.integers(6, 20)), noise=10)
+    palette, background_palette = _palettes(rng, seed, difficulty)
+    background = blocky_texture(rng, height, width, background_palette, block=int(rng.integers(6, 20)), noise=10)
     target_tex = blocky_texture(rng, 64, 64, palette, block=int(rng.integers(6, 16)))
     target = _new_mover(rng, width, height, 0.1 * short, 0.3 * short)
 

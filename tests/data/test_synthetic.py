@@ -121,3 +121,39 @@ def test_difficulty_bounds_what_a_sequence_holds():
     assert easy.tag() == "_d0oo0e0" and synthetic.Difficulty().tag() == ""
     with pytest.raises(ValueError, match="distractor_palette"):
         synthetic.Difficulty(distractor_palette="blue")
+    with pytest.raises(ValueError, match="min_contrast"):
+        synthetic.Difficulty(min_contrast=-1.0)
+    with pytest.raises(ValueError, match="min_contrast"):
+        synthetic.Difficulty(min_contrast=synthetic.MAX_CONTRAST + 1)
+
+
+def test_palette_contrast_is_the_distance_of_mean_colours():
+    a = np.array([[0, 0, 0], [20, 40, 0]], np.float32)  # mean (10, 20, 0)
+    b = np.array([[13, 24, 0]], np.float32)  # 3-4-5 triangle from it
+    assert synthetic.palette_contrast(a, b) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_min_contrast_recolours_only_camouflaged_targets():
+    """A target palette closer than min_contrast to the background's is replaced; the boxes stay the default
+    sequence's, the pixels outside the target too, and a sequence that already met the bound is unchanged."""
+    loose = synthetic.Difficulty(max_distractors=0, max_occlusions=0, exit_probability=0.0)
+    firm = synthetic.Difficulty(max_distractors=0, max_occlusions=0, exit_probability=0.0, min_contrast=80.0)
+    assert firm.tag() == "_d0to0e0c80" and loose.tag() == "_d0to0e0"
+    recoloured = kept = 0
+    for seed in range(40):
+        before = synthetic.palette_contrast(*synthetic.sequence_palettes(seed, loose))
+        assert synthetic.palette_contrast(*synthetic.sequence_palettes(seed, firm)) >= 80.0, seed
+        (f0, b0, v0), (f1, b1, v1) = (synthetic.generate_sequence(seed, 12, 60, 80, d) for d in (loose, firm))
+        np.testing.assert_array_equal(b1, b0)
+        np.testing.assert_array_equal(v1, v0)
+        if before >= 80.0:
+            kept += 1
+            np.testing.assert_array_equal(f1, f0)
+            continue
+        recoloured += 1
+        outside = np.ones(f0.shape[:3], bool)
+        for t, (x, y, w, h) in enumerate(b0.astype(int)):
+            outside[t, max(y, 0):y + h, max(x, 0):x + w] = False
+        np.testing.assert_array_equal(f1[outside], f0[outside])
+        assert not np.array_equal(f1[~outside], f0[~outside])
+    assert recoloured and kept  # both cases met (about a fifth of the default draws are closer than 80)

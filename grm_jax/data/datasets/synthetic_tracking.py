@@ -47,7 +47,8 @@ def synthetic_builder_config(config) -> SyntheticConfig:
     """The builder config of an experiment config's ``config.data.synthetic`` (what ``train.py`` trains on and
     ``eval.py`` evaluates with, the ``train`` and ``val`` splits of one prepared dataset)."""
     s = config.data.synthetic
-    difficulty = synthetic.Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability)
+    difficulty = synthetic.Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability,
+                                      s.min_contrast)
     return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty)
 
 
