@@ -68,10 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
     # Not official: probability of transposing both frames of a pair (AugmentOptions.transpose_prob; 0 = off).
     c.data.transpose_prob = 0.0
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
-    # max_distractors .. min_contrast: grm_jax.data.synthetic.Difficulty (the defaults are the hard case).
+    # max_distractors .. min_contrast: grm_jax.data.synthetic.Difficulty (the defaults are the hard case);
+    # val_min_contrast, when not 0, is the val split's min_contrast (grm_jax/data/datasets/synthetic_tracking.py).
     c.data.synthetic = ml_collections.ConfigDict(
         dict(num_train=200, num_val=20, seed=0, min_length=50, max_length=300, max_distractors=3,
-             distractor_palette="target", max_occlusions=2, exit_probability=0.5, min_contrast=0.0))
+             distractor_palette="target", max_occlusions=2, exit_probability=0.5, min_contrast=0.0,
+             val_min_contrast=0.0))
     c.data.template = ml_collections.ConfigDict(
         dict(factor=2.0, size=c.model.get_ref("template_size"), center_jitter=0.0, scale_jitter=0.0))
     c.data.search = ml_collections.ConfigDict(

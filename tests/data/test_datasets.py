@@ -286,6 +286,30 @@ def test_synthetic_builder_matches_generator_and_memory_source(tmp_path):
             np.testing.assert_array_equal(image, decode_rgb(encode_jpeg(frames[t], 90)))  # the generated frame
 
 
+def test_synthetic_val_min_contrast_applies_to_the_val_split_only(tmp_path):
+    """val_min_contrast recolours camouflaged held-out targets; the training split is the one without it."""
+    easy = synthetic.Difficulty(max_distractors=0, max_occlusions=0, exit_probability=0.0)
+    plain = synthetic_config(2, 6, seed=1, min_length=20, max_length=22, height=48, width=64, difficulty=easy)
+    firm = synthetic_config(2, 6, seed=1, min_length=20, max_length=22, height=48, width=64, difficulty=easy,
+                            val_min_contrast=90.0)
+    assert firm.name == plain.name + "_v90"
+    a, b = (prepare(make_builder("synthetic_tracking", tmp_path, config=c)) for c in (plain, firm))
+    train_a, train_b = DatasetSource(a.data_dir), DatasetSource(b.data_dir)
+    for i in range(2):
+        np.testing.assert_array_equal(train_b.frame(i, 5)[0], train_a.frame(i, 5)[0])
+    changed = 0
+    for k in range(6):
+        seed = synthetic.split_sequence_seed(1, "val", k)
+        assert synthetic.palette_contrast(*synthetic.sequence_palettes(seed, firm.split_difficulty("val"))) >= 90.0
+        image_a, box_a = DatasetSource(a.data_dir, "val").frame(k, 0)
+        image_b, box_b = DatasetSource(b.data_dir, "val").frame(k, 0)
+        np.testing.assert_array_equal(box_b, box_a)
+        changed += not np.array_equal(image_b, image_a)
+    assert changed  # of 6 default draws, some are closer than 90 (about 3 in 10)
+    with pytest.raises(ValueError, match="min_contrast"):
+        synthetic_config(2, 1, val_min_contrast=-5.0)
+
+
 def test_prepared_dataset_is_reused(tmp_path, monkeypatch):
     config = synthetic_config(2, 1, min_length=20, max_length=22, height=32, width=40)
     first = prepare(make_builder("synthetic_tracking", tmp_path, config=config))

@@ -3,6 +3,9 @@
 No manual dir. Sequence k of a split is ``generate_sequence(seed_k, length_k)`` with
 ``seed_k = synthetic.split_sequence_seed(config seed, split, k)`` and ``length_k`` uniform in
 [min_length, max_length]; frames are stored as JPEG (quality 90), boxes and visibility exactly as generated.
+Both splits draw with the config's :class:`~grm_jax.data.synthetic.Difficulty`, except that ``val_min_contrast``
+(when not 0) replaces its ``min_contrast`` for the val split: a held-out benchmark of targets that can be told
+from their background, beside a training split of every draw.
 Configs: ``default`` (200 train / 20 val sequences of 50–300 frames), ``small`` (16 / 4 of 50–120 frames);
 :func:`synthetic_config` makes others (its name encodes the parameters, so different data never share a
 directory); :func:`synthetic_builder_config` the one of an experiment config.
@@ -31,16 +34,27 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     width: int = 320
     jpeg_quality: int = 90
     difficulty: synthetic.Difficulty = synthetic.Difficulty()
+    val_min_contrast: float = 0.0
+
+    def split_difficulty(self, split: str) -> synthetic.Difficulty:
+        """The difficulty sequences of ``split`` are drawn with (see the module docstring)."""
+        if split == "val" and self.val_min_contrast:
+            return dataclasses.replace(self.difficulty, min_contrast=self.val_min_contrast)
+        return self.difficulty
 
 
 def synthetic_config(num_train: int, num_val: int, seed: int = 0, min_length: int = 50, max_length: int = 300,
                      height: int = 240, width: int = 320,
-                     difficulty: synthetic.Difficulty = synthetic.Difficulty()) -> SyntheticConfig:
+                     difficulty: synthetic.Difficulty = synthetic.Difficulty(),
+                     val_min_contrast: float = 0.0) -> SyntheticConfig:
     """A config named after its parameters, e.g. ``n8-2_s0_l50-300_240x320`` (+ ``Difficulty.tag()`` when not
-    the default, e.g. ``_d1oo0e0``)."""
-    name = f"n{num_train}-{num_val}_s{seed}_l{min_length}-{max_length}_{height}x{width}{difficulty.tag()}"
+    the default, e.g. ``_d1oo0e0``, + ``_v80`` for a val_min_contrast of 80)."""
+    synthetic.Difficulty(min_contrast=val_min_contrast)  # validates the value
+    held_out = f"_v{val_min_contrast:g}" if val_min_contrast else ""
+    name = f"n{num_train}-{num_val}_s{seed}_l{min_length}-{max_length}_{height}x{width}{difficulty.tag()}{held_out}"
     return SyntheticConfig(name=name, num_train=num_train, num_val=num_val, seed=seed, min_length=min_length,
-                           max_length=max_length, height=height, width=width, difficulty=difficulty)
+                           max_length=max_length, height=height, width=width, difficulty=difficulty,
+                           val_min_contrast=val_min_contrast)
 
 
 def synthetic_builder_config(config) -> SyntheticConfig:
@@ -49,7 +63,8 @@ def synthetic_builder_config(config) -> SyntheticConfig:
     s = config.data.synthetic
     difficulty = synthetic.Difficulty(s.max_distractors, s.distractor_palette, s.max_occlusions, s.exit_probability,
                                       s.min_contrast)
-    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty)
+    return synthetic_config(s.num_train, s.num_val, s.seed, s.min_length, s.max_length, difficulty=difficulty,
+                            val_min_contrast=s.val_min_contrast)
 
 
 class SyntheticTracking(TrackingBuilder):
@@ -74,15 +89,15 @@ class SyntheticTracking(TrackingBuilder):
                 seed = synthetic.split_sequence_seed(c.seed, split, k)
                 n = synthetic.sequence_length(seed, c.min_length, c.max_length)
                 specs.append(SequenceSpec(name=f"{split}-{k:05d}", boxes=np.full((n, 4), np.nan),
-                                          flags=np.ones(n, bool), payload=seed))
+                                          flags=np.ones(n, bool), payload=(seed, c.split_difficulty(split))))
             out[split] = specs
         return out
 
     def _frame_bytes(self, spec, frames):
         """Generate the sequence, fill in its boxes and visibility, JPEG-encode the requested frames."""
         c = self.builder_config
-        images, boxes, visible = synthetic.generate_sequence(spec.payload, len(spec), c.height, c.width,
-                                                             c.difficulty)
+        seed, difficulty = spec.payload
+        images, boxes, visible = synthetic.generate_sequence(seed, len(spec), c.height, c.width, difficulty)
         spec.boxes[:] = boxes
         spec.flags[:] = visible
         return [(encode_jpeg(images[t], c.jpeg_quality), None) for t in frames]
