@@ -12,6 +12,8 @@ import math
 
 import ml_collections
 
+from grm_jax.data.synthetic import MAX_CONTRAST
+
 BACKBONES = {
     # name: (embed_dim, depth, num_heads) of the official ViTs (docs/model.md#backbone); config.model.backbone names
     # one of them (its sizes must match) or "custom" (any sizes).
@@ -199,6 +201,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             check_threshold(value, f"config.test.hyper.{name}")
     if "train" in config:
         _validate_train(config)
+    if "data" in config and "synthetic" in config.data:
+        for key in ("min_contrast", "val_min_contrast"):
+            value = config.data.synthetic[key]
+            _check_number(value, f"data.synthetic.{key}", 0.0)
+            if value > MAX_CONTRAST:
+                raise ValueError(f"config.data.synthetic.{key} = {value!r} must be <= {MAX_CONTRAST:g} grey levels")
     if "eval" in config:
         e = config.eval
         _check_int(e.batch_size, "eval.batch_size", 1)

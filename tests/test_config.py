@@ -153,6 +153,19 @@ def test_bad_training_options_are_named(key, value, message):
     config_lib.validate(config)
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("min_contrast", -1.0, "config.data.synthetic.min_contrast = -1.0 must be a number >= 0.0"),
+    ("val_min_contrast", 250.0, "config.data.synthetic.val_min_contrast = 250.0 must be <= 200 grey levels"),
+])
+def test_bad_synthetic_contrast_is_named(key, value, message):
+    config = load_config("tiny")
+    config.data.synthetic[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_lib.validate(config)
+    config.data.synthetic[key] = 80.0
+    config_lib.validate(config)
+
+
 def test_unknown_config_key_is_named():
     config = load_config("tiny")
     with pytest.raises(AttributeError, match="tgt_typ"):
