@@ -97,6 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Temperature of the division's straight-through Gumbel-softmax (grm_jax/models/relation.py gumbel_hard): the
     # decisions do not depend on it, only their gradient; official 1.
     c.train.gumbel_tau = 1.0
+    # Factor s on that Gumbel noise, softmax((ℓ + s·g)/τ): s = 0 trains with the tracker's noise-free division
+    # (argmax ℓ); official 1.
+    c.train.gumbel_scale = 1.0
     # The division MLPs' learning rate is 0 before this step (their initial, near-even division meanwhile); 0 = from
     # the start (official).
     c.train.divide_start_step = 0
@@ -258,6 +261,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_fraction(t.ratio_target, "train.ratio_target")
     _check_number(t.gumbel_tau, "train.gumbel_tau", 0.0, True)
+    _check_number(t.gumbel_scale, "train.gumbel_scale", 0.0)
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")

@@ -22,7 +22,8 @@ class ModelConfig:
 
     ``dtype`` is the compute dtype (parameters are always float32); ``bn_axis_name`` the mapped axis BatchNorm
     averages its batch statistics over (None: per device); ``remat`` rematerialises each ViT block in training;
-    ``gumbel_tau`` is the straight-through estimator's temperature (``config.train.gumbel_tau``; official 1).
+    ``gumbel_tau`` is the straight-through estimator's temperature (``config.train.gumbel_tau``; official 1),
+    ``gumbel_scale`` the factor on its Gumbel noise (``config.train.gumbel_scale``; official 1).
     """
 
     embed_dim: int
@@ -42,6 +43,7 @@ class ModelConfig:
     dtype: Any
     remat: bool = False
     gumbel_tau: float = 1.0
+    gumbel_scale: float = 1.0
     bn_axis_name: str | None = None
 
     @property
@@ -66,8 +68,9 @@ class ModelConfig:
     def from_config(cls, config: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> ModelConfig:
         """The model of ``config.model`` (plus ``config.train.remat``); validate ``config`` first."""
         m = config.model
-        names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "remat", "gumbel_tau", "bn_axis_name",
-                                                            "divide_hidden"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "remat", "gumbel_tau", "gumbel_scale",
+                                                            "bn_axis_name", "divide_hidden"}
         return cls(**{name: m[name] for name in names}, divide_hidden=tuple(m.divide_hidden),
                    dtype=DTYPES[m.dtype], remat=config.train.remat == "block",
-                   gumbel_tau=float(config.train.gumbel_tau), bn_axis_name=bn_axis_name)
+                   gumbel_tau=float(config.train.gumbel_tau), gumbel_scale=float(config.train.gumbel_scale),
+                   bn_axis_name=bn_axis_name)

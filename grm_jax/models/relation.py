@@ -82,13 +82,16 @@ def target_representation(u_z: Array, tgt_type: str, template_mask: Array | None
     raise ValueError(f"tgt_type = {tgt_type!r} is not one of {list(TGT_TYPES)}")
 
 
-def gumbel_hard(logp: Array, noise: Array, tau: float = 1.0) -> Array:
-    """Hard Gumbel-softmax with straight-through gradient (docs/model.md#gumbel-softmax; official τ = 1).
+def gumbel_hard(logp: Array, noise: Array, tau: float = 1.0, scale: float = 1.0) -> Array:
+    """Hard Gumbel-softmax with straight-through gradient (docs/model.md#gumbel-softmax; official τ = 1, s = 1).
 
-    y_soft = softmax((ℓ + g)/τ); y_hard = one_hot(argmax y_soft); d = y_hard − stop_grad(y_soft) + y_soft.
-    Forward values are 0/1 up to rounding and do not depend on τ (argmax of ℓ + g); the gradient is that of y_soft,
-    which τ > 1 keeps from vanishing while |ℓ1 − ℓ0| is below a few τ.
+    y_soft = softmax((ℓ + s·g)/τ); y_hard = one_hot(argmax y_soft); d = y_hard − stop_grad(y_soft) + y_soft.
+    Forward values are 0/1 up to rounding and do not depend on τ (argmax of ℓ + s·g); the gradient is that of
+    y_soft, which τ > 1 keeps from vanishing while |ℓ1 − ℓ0| is below a few τ. The noise scale s (a training option,
+    ``config.train.gumbel_scale``) does move the decisions: s = 0 makes them the tracker's, argmax ℓ.
     """
+    if scale != 1.0:  # s = 1 leaves the official program as it is
+        noise = scale * noise
     y_soft = jax.nn.softmax((logp + noise) / tau, axis=-1)
     y_hard = jax.nn.one_hot(jnp.argmax(y_soft, axis=-1), logp.shape[-1], dtype=y_soft.dtype)
     return y_hard - jax.lax.stop_gradient(y_soft) + y_soft
@@ -248,7 +251,7 @@ class Attention(nn.Module):
             logp = self.divide_predict(x, template_mask)
             if train:
                 noise = self.gumbel(keys, logp.shape) if gumbel_noise is None else gumbel_noise
-                decision = gumbel_hard(logp, noise, cfg.gumbel_tau)
+                decision = gumbel_hard(logp, noise, cfg.gumbel_tau, cfg.gumbel_scale)
             else:
                 decision = select_tokens(logp, threshold)
             aux = dict(logp=logp, decision=decision)

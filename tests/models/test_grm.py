@@ -181,3 +181,25 @@ def test_train_mode_draws_gumbel_and_droppath_from_the_sample_keys(tiny_outputs)
     assert not np.array_equal(a["decisions"], run([0, 1], seed=1)["decisions"])  # another seed
     with pytest.raises(ValueError, match="sample_keys"):
         model.apply(variables, z, x, mask, train=True, mutable=["batch_stats"])
+
+
+def test_gumbel_scale_zero_trains_with_the_eval_division(tiny_model_and_variables, tiny_outputs):
+    """config.train.gumbel_scale = 0 reaches every division layer: the train pass then divides the tokens as the
+    tracker does (argmax ℓ), layer by layer; the official s = 1 draws another division from the same keys."""
+    _, variables = tiny_model_and_variables
+    config = load_config("tiny")
+    config.model.drop_path_rate = 0.0
+    config.train.gumbel_scale = 0.0
+    model = build_model(config)
+    assert model.config.gumbel_scale == 0.0
+    z, x, mask = tiny_inputs(tiny_outputs)
+    keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(z.shape[0]))
+    train, _ = model.apply(variables, z, x, mask, train=True, sample_keys=keys, mutable=["batch_stats"])
+    evaluated = model.apply(variables, z, x, mask, threshold=0.0)
+    np.testing.assert_array_equal(np.asarray(to_official_layout(train)["decisions"]),
+                                  np.asarray(to_official_layout(evaluated)["decisions"]))
+    config.train.gumbel_scale = 1.0
+    official, _ = build_model(config).apply(variables, z, x, mask, train=True, sample_keys=keys,
+                                            mutable=["batch_stats"])
+    assert not np.array_equal(np.asarray(to_official_layout(official)["decisions"]),
+                              np.asarray(to_official_layout(evaluated)["decisions"]))

@@ -100,6 +100,22 @@ def test_gumbel_temperature_changes_the_gradient_not_the_decisions():
     assert g[0] < 1e-5 and g[1] > 1e-2
 
 
+def test_gumbel_scale_zero_trains_with_the_trackers_division():
+    """s = 0: the training decisions are the tracker's argmax ℓ, the gradient that of softmax(ℓ/τ); s = 1 is the
+    official draw; s = 0.5 halves the noise."""
+    logp = jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(7), (4, 6, 2)))
+    noise = jax.random.gumbel(jax.random.PRNGKey(8), logp.shape)
+    np.testing.assert_allclose(np.asarray(relation.gumbel_hard(logp, noise, scale=0.0)),
+                               np.asarray(relation.select_tokens(logp, 0.0)), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(relation.gumbel_hard(logp, noise, scale=1.0)),
+                                  np.asarray(relation.gumbel_hard(logp, noise)))
+    np.testing.assert_allclose(np.asarray(relation.gumbel_hard(logp, noise, scale=0.5)),
+                               np.asarray(relation.gumbel_hard(logp, 0.5 * noise)), atol=1e-7)
+    grad = jax.grad(lambda lp: jnp.sum(relation.gumbel_hard(lp, noise, 2.0, 0.0)[..., 1] * jnp.arange(6.0)))(logp)
+    soft = jax.grad(lambda lp: jnp.sum(jax.nn.softmax(lp / 2.0)[..., 1] * jnp.arange(6.0)))(logp)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(soft), atol=1e-7)
+
+
 def test_template_box_mask_matches_official(tiny_outputs):
     """The roi* template mask from the normalised template box reproduces the fixture's ``template_mask``."""
     mask = relation.template_box_mask(jnp.asarray(tiny_outputs["template_box"]), grid=4)
