@@ -185,7 +185,7 @@ class Difficulty:
             raise ValueError(f"{self}: counts must be >= 0 and exit_probability in [0, 1]")
         if not 0.0 <= self.min_contrast <= MAX_CONTRAST:
             raise ValueError(f"min_contrast = {self.min_contrast!r} is not in [0, {MAX_CONTRAST:g}] grey levels "
-                             "(palette means are drawn in [40, 215]³; beyond that the draw rarely meets it)")
+                             "(the palettes' mean colours are drawn in [40, 215]³)")
 
     def tag(self) -> str:
         """'' for the defaults, else a short name of the settings (for dataset names)."""
