@@ -4,9 +4,9 @@ Run:    make demo        (= python train.py; no flags needed)
 Then:   python eval.py   (re-evaluates runs/demo on the held-out synthetic sequences)
 
 The ``tiny`` GRM of ``configs/grm.py`` (GRM-B/256's code at embed 192, depth 4, 3 heads, template 64 px / search
-128 px), trained
-from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split beside two
-baselines (the untrained model, keeping the first box).
+128 px), trained from scratch (no MAE weights offline) on the synthetic tracking set, then tracked on its val split
+(targets that can be told from their background: ``val_min_contrast`` below) beside two baselines (the untrained
+model, keeping the first box).
 """
 
 import importlib.util
