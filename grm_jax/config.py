@@ -12,7 +12,9 @@ import math
 
 import ml_collections
 
-from grm_jax.data.synthetic import MAX_CONTRAST
+# The largest config.data.synthetic.min_contrast / val_min_contrast (grey levels; grm_jax/data/synthetic.py
+# Difficulty). Here rather than there so that importing the config does not import OpenCV.
+MAX_CONTRAST = 200.0
 
 BACKBONES = {
     # name: (embed_dim, depth, num_heads) of the official ViTs (docs/model.md#backbone); config.model.backbone names

@@ -17,7 +17,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-MAX_CONTRAST = 200.0  # the largest Difficulty.min_contrast accepted (grey levels)
+from grm_jax.config import MAX_CONTRAST  # the largest Difficulty.min_contrast accepted (grey levels)
+
 _SEED_TAG = 0x5E9  # separates this generator's streams from other users of the same integer seed
 
 
