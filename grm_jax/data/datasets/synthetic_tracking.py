@@ -84,12 +84,12 @@ class SyntheticTracking(TrackingBuilder):
         c = self.builder_config
         out = {}
         for split, count in (("train", c.num_train), ("val", c.num_val)):
-            specs = []
+            specs, difficulty = [], c.split_difficulty(split)
             for k in range(count):
                 seed = synthetic.split_sequence_seed(c.seed, split, k)
                 n = synthetic.sequence_length(seed, c.min_length, c.max_length)
                 specs.append(SequenceSpec(name=f"{split}-{k:05d}", boxes=np.full((n, 4), np.nan),
-                                          flags=np.ones(n, bool), payload=(seed, c.split_difficulty(split))))
+                                          flags=np.ones(n, bool), payload=(seed, difficulty)))
             out[split] = specs
         return out
 
