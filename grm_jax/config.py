@@ -96,12 +96,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ratio_weight = 0.0
     c.train.ratio_target = 0.5
     c.train.logit_weight = 0.0
+    # Not in the official code: a supervised division (division_box_loss), each division layer taught that the
+    # search tokens in the target box (grown by box_division_margin tokens) interact and the others do not.
+    c.train.box_division_weight = 0.0
+    c.train.box_division_margin = 0.0
     # Temperature of the division's straight-through Gumbel-softmax (grm_jax/models/relation.py gumbel_hard): the
     # decisions do not depend on it, only their gradient; official 1.
     c.train.gumbel_tau = 1.0
     # Factor s on that Gumbel noise, softmax((ℓ + s·g)/τ): s = 0 trains with the tracker's noise-free division
     # (argmax ℓ); official 1.
     c.train.gumbel_scale = 1.0
+    # A bound c on the gradient that reaches each hard decision through the attention mask, clip(∂L/∂d, −c, c);
+    # 0 = none (official). The mask's gradient through the official masked softmax grows as 1/(Σ visible + ε) and
+    # reaches 1e6–1e8 per token where a query's visible keys hold little of its attention (docs/training.md).
+    c.train.division_grad_clip = 0.0
     # The division MLPs' learning rate is 0 before this step (their initial, near-even division meanwhile); 0 = from
     # the start (official).
     c.train.divide_start_step = 0
@@ -258,12 +266,14 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         _check_int(t[key], f"train.{key}", minimum)
     numbers = (("lr", True), ("backbone_multiplier", True), ("divide_multiplier", True), ("weight_decay", False),
                ("grad_clip_norm", False), ("entropy_weight", False), ("ratio_weight", False), ("logit_weight", False),
-               ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
+               ("box_division_weight", False), ("giou_weight", False), ("l1_weight", False), ("focal_weight", False))
     for key, strict in numbers:
         _check_number(t[key], f"train.{key}", 0.0, strict)
     _check_fraction(t.ratio_target, "train.ratio_target")
     _check_number(t.gumbel_tau, "train.gumbel_tau", 0.0, True)
     _check_number(t.gumbel_scale, "train.gumbel_scale", 0.0)
+    _check_number(t.division_grad_clip, "train.division_grad_clip", 0.0)
+    _check_number(t.box_division_margin, "train.box_division_margin", 0.0)
     _check_choice(t.optimizer, ("adamw",), "train.optimizer")
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")

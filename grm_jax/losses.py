@@ -173,6 +173,40 @@ def division_logit_loss(divide_logp):
     return jnp.mean(jnp.square(logp[..., 1] - logp[..., 0]))
 
 
+def box_token_labels(gt_xywh, grid: int, margin: float = 0.0):
+    """1 for each search token whose centre lies in the ground-truth box grown by ``margin`` tokens on every side,
+    else 0: (B, grid²) float32, tokens in row-major order (the ViT's search tokens).
+
+    Token (r, c) has its centre at ((c + ½)/G, (r + ½)/G) in the crop's normalised coordinates; the box is
+    normalised (x1, y1, w, h) as ``search_anno``: inside iff x1 − m/G ≤ (c + ½)/G ≤ x1 + w + m/G (and so in y).
+    """
+    gt = jnp.asarray(gt_xywh, jnp.float32)
+    centres = (jnp.arange(grid, dtype=jnp.float32) + 0.5) / grid
+    grow = margin / grid
+
+    def inside(lo, size):
+        return (centres >= lo[:, None] - grow) & (centres <= lo[:, None] + size[:, None] + grow)
+
+    rows, cols = inside(gt[:, 1], gt[:, 3]), inside(gt[:, 0], gt[:, 2])
+    return (rows[:, :, None] & cols[:, None, :]).reshape(gt.shape[0], grid * grid).astype(jnp.float32)
+
+
+def division_box_loss(divide_logp, gt_xywh, grid: int, margin: float = 0.0):
+    """A supervised division (not in the official code; off unless ``config.train.box_division_weight``): each
+    division layer is taught that the tokens of the target (:func:`box_token_labels`, y) interact and the others
+    do not, as a class-balanced negative log-likelihood of its noise-free log-probabilities ℓ (L−1, B, Ns, 2):
+
+        L_box = mean over layers and batch of ½·[Σ y·(−ℓ1) / Σ y + Σ (1 − y)·(−ℓ0) / Σ (1 − y)]
+
+    (a sum over tokens with no token of a class counts as 0 for that class).
+    """
+    logp = jnp.asarray(divide_logp, jnp.float32)
+    y = box_token_labels(gt_xywh, grid, margin)[None]
+    inside = jnp.sum(y * -logp[..., 1], axis=-1) / jnp.maximum(jnp.sum(y, axis=-1), 1.0)
+    outside = jnp.sum((1.0 - y) * -logp[..., 0], axis=-1) / jnp.maximum(jnp.sum(1.0 - y, axis=-1), 1.0)
+    return jnp.mean(0.5 * (inside + outside))
+
+
 def grm_loss(
     pred_boxes_cxcywh,
     score_map,

@@ -143,6 +143,9 @@ def test_bad_config_values_are_named(key, value, message):
     ("train.gumbel_tau", 0.0, "config.train.gumbel_tau = 0.0 must be a number > 0.0"),
     ("train.gumbel_scale", -1.0, "config.train.gumbel_scale = -1.0 must be a number >= 0.0"),
     ("train.warmup_steps", -1, "config.train.warmup_steps = -1 must be an integer >= 0"),
+    ("train.division_grad_clip", -1e-3, "config.train.division_grad_clip = -0.001 must be a number >= 0.0"),
+    ("train.box_division_weight", float("nan"), "config.train.box_division_weight = nan must be a number >= 0.0"),
+    ("train.box_division_margin", -1.0, "config.train.box_division_margin = -1.0 must be a number >= 0.0"),
 ])
 def test_bad_training_options_are_named(key, value, message):
     config = load_config("tiny")

@@ -9,6 +9,8 @@ import pytest
 
 from grm_jax.boxes import cxcywh_to_xyxy, xywh_to_xyxy
 from grm_jax.losses import (
+    box_token_labels,
+    division_box_loss,
     division_entropy_loss,
     division_logit_loss,
     division_ratio_loss,
@@ -213,3 +215,32 @@ def test_division_logit_loss_is_the_mean_squared_gap():
     np.testing.assert_allclose(float(division_logit_loss(logp)), (1.0 + 4.5 ** 2) / 2, rtol=1e-6)
     grad = jax.grad(division_logit_loss)(logp)
     np.testing.assert_allclose(np.asarray(grad[0, 0, :, 1]), [-1.0, 4.5], rtol=1e-6)  # d/dℓ1 = (ℓ1 − ℓ0) / n · 2
+
+
+def test_box_token_labels_mark_the_tokens_whose_centre_lies_in_the_box():
+    # 8×8 grid, box (0.375, 0.375, 0.25, 0.25): token centres 3.5/8 and 4.5/8 in both axes fall inside
+    labels = np.asarray(box_token_labels(jnp.array([[0.375, 0.375, 0.25, 0.25]]), 8)).reshape(8, 8)
+    expected = np.zeros((8, 8))
+    expected[3:5, 3:5] = 1
+    np.testing.assert_array_equal(labels, expected)
+    # grown by one token on every side: rows and columns 2..5
+    grown = np.asarray(box_token_labels(jnp.array([[0.375, 0.375, 0.25, 0.25]]), 8, 1.0)).reshape(8, 8)
+    expected[2:6, 2:6] = 1
+    np.testing.assert_array_equal(grown, expected)
+    # a box partly outside the crop, and a thin one in the first column: x ≤ centre ≤ x + w in both axes
+    edge = np.asarray(box_token_labels(jnp.array([[-0.2, 0.0, 0.3, 0.1]]), 8)).reshape(8, 8)
+    assert edge.sum() == 1 and edge[0, 0] == 1
+
+
+def test_division_box_loss_is_the_class_balanced_nll_of_the_box_labels():
+    # one layer, one sample, 2×2 grid; the box holds token 0 only
+    p1 = np.array([0.9, 0.2, 0.4, 0.5])
+    logp = jnp.log(jnp.asarray(np.stack([1 - p1, p1], axis=-1)[None, None]))
+    box = jnp.array([[0.0, 0.0, 0.5, 0.5]])
+    expected = 0.5 * (-np.log(0.9) + np.mean(-np.log(1 - p1[1:])))
+    np.testing.assert_allclose(float(division_box_loss(logp, box, 2)), expected, rtol=1e-6)  # float32 log
+    grad = np.asarray(jax.grad(lambda lp: division_box_loss(lp, box, 2))(logp))[0, 0]
+    assert grad[0, 1] < 0 and (grad[1:, 0] < 0).all()  # descent raises ℓ1 in the box and ℓ0 outside it
+    # a sample with no token in its box counts only the outside class (no division by zero)
+    empty = jnp.array([[0.9, 0.9, 0.01, 0.01]])
+    np.testing.assert_allclose(float(division_box_loss(logp, empty, 2)), 0.5 * np.mean(-np.log(1 - p1)), rtol=1e-6)

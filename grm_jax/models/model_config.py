@@ -23,7 +23,9 @@ class ModelConfig:
     ``dtype`` is the compute dtype (parameters are always float32); ``bn_axis_name`` the mapped axis BatchNorm
     averages its batch statistics over (None: per device); ``remat`` rematerialises each ViT block in training;
     ``gumbel_tau`` is the straight-through estimator's temperature (``config.train.gumbel_tau``; official 1),
-    ``gumbel_scale`` the factor on its Gumbel noise (``config.train.gumbel_scale``; official 1).
+    ``gumbel_scale`` the factor on its Gumbel noise (``config.train.gumbel_scale``; official 1),
+    ``division_grad_clip`` the bound on each decision's gradient (``config.train.division_grad_clip``; 0 = none,
+    official).
     """
 
     embed_dim: int
@@ -44,6 +46,7 @@ class ModelConfig:
     remat: bool = False
     gumbel_tau: float = 1.0
     gumbel_scale: float = 1.0
+    division_grad_clip: float = 0.0
     bn_axis_name: str | None = None
 
     @property
@@ -69,8 +72,8 @@ class ModelConfig:
         """The model of ``config.model`` (plus ``config.train.remat``); validate ``config`` first."""
         m = config.model
         names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "remat", "gumbel_tau", "gumbel_scale",
-                                                            "bn_axis_name", "divide_hidden"}
+                                                            "division_grad_clip", "bn_axis_name", "divide_hidden"}
         return cls(**{name: m[name] for name in names}, divide_hidden=tuple(m.divide_hidden),
                    dtype=DTYPES[m.dtype], remat=config.train.remat == "block",
                    gumbel_tau=float(config.train.gumbel_tau), gumbel_scale=float(config.train.gumbel_scale),
-                   bn_axis_name=bn_axis_name)
+                   division_grad_clip=float(config.train.division_grad_clip), bn_axis_name=bn_axis_name)

@@ -97,6 +97,24 @@ def gumbel_hard(logp: Array, noise: Array, tau: float = 1.0, scale: float = 1.0)
     return y_hard - jax.lax.stop_gradient(y_soft) + y_soft
 
 
+@jax.custom_vjp
+def clip_gradient(x: Array, bound: float) -> Array:
+    """The identity in the forward pass; in the backward pass the cotangent is clipped elementwise to [−c, c]
+    (``c = bound``): ∂L/∂x ← clip(∂L/∂x, −c, c). No gradient reaches ``bound``."""
+    return x
+
+
+def _clip_gradient_fwd(x, bound):
+    return x, bound
+
+
+def _clip_gradient_bwd(bound, g):
+    return jnp.clip(g, -bound, bound), None
+
+
+clip_gradient.defvjp(_clip_gradient_fwd, _clip_gradient_bwd)
+
+
 def select_tokens(logp: Array, threshold: Array) -> Array:
     """Inference-time division (docs/model.md#inference-threshold): one-hot (B,Ns,2), class 1 = interacts with the
     template.
@@ -252,6 +270,8 @@ class Attention(nn.Module):
             if train:
                 noise = self.gumbel(keys, logp.shape) if gumbel_noise is None else gumbel_noise
                 decision = gumbel_hard(logp, noise, cfg.gumbel_tau, cfg.gumbel_scale)
+                if cfg.division_grad_clip:  # a training option (config.train.division_grad_clip); 0 = official
+                    decision = clip_gradient(decision, cfg.division_grad_clip)
             else:
                 decision = select_tokens(logp, threshold)
             aux = dict(logp=logp, decision=decision)

@@ -36,7 +36,7 @@ def create_state(params, batch_stats, optimizer) -> TrainState:
                       opt_state=optimizer.init(params))
 
 
-def division_terms(t, out: dict) -> list[tuple[str, float, Any]]:
+def division_terms(t, out: dict, batch: dict | None = None, grid: int = 0) -> list[tuple[str, float, Any]]:
     """The optional division regularisers of ``config.train`` ``t`` on the model's outputs ``out``, as (log name,
     weight, value): the official actor's entropy term (``entropy_weight``; 1 = its ``entropy=True``), and ours, the
     ratio term (``ratio_weight``, ``ratio_target``) and the logit bound (``logit_weight``) of grm_jax/losses.py.
@@ -48,6 +48,9 @@ def division_terms(t, out: dict) -> list[tuple[str, float, Any]]:
         terms.append(("Ls/ratio", t.ratio_weight, losses.division_ratio_loss(out["divide_logp"], t.ratio_target)))
     if t.logit_weight:
         terms.append(("Ls/logit", t.logit_weight, losses.division_logit_loss(out["divide_logp"])))
+    if t.box_division_weight:
+        terms.append(("Ls/box_division", t.box_division_weight, losses.division_box_loss(
+            out["divide_logp"], batch["search_anno"], grid, t.box_division_margin)))
     return terms
 
 
@@ -82,7 +85,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             total, status = losses.grm_loss(out["pred_boxes"], out["score_map"], batch["search_anno"],
                                             search_size=model.config.search_size, giou_weight=t.giou_weight,
                                             l1_weight=t.l1_weight, focal_weight=t.focal_weight)
-            for name, weight, term in division_terms(t, out):
+            for name, weight, term in division_terms(t, out, batch, model.config.search_grid):
                 total = total + weight * term
                 status = {**status, "Ls/total": jax.lax.stop_gradient(total), name: jax.lax.stop_gradient(term)}
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])

@@ -203,3 +203,43 @@ def test_gumbel_scale_zero_trains_with_the_eval_division(tiny_model_and_variable
                                             mutable=["batch_stats"])
     assert not np.array_equal(np.asarray(to_official_layout(official)["decisions"]),
                               np.asarray(to_official_layout(evaluated)["decisions"]))
+
+
+def test_division_grad_clip_bounds_the_decisions_gradient_and_leaves_the_forward(tiny_model_and_variables,
+                                                                                  tiny_outputs):
+    """config.train.division_grad_clip = c reaches every division layer: the train pass computes the same numbers,
+    and the gradient into the division MLPs is that of decisions whose cotangent is clipped to [−c, c] — with a
+    tiny c it is smaller than the official one; the other parameters' gradients change only through the MLPs'
+    inputs."""
+    _, variables = tiny_model_and_variables
+    z, x, mask = tiny_inputs(tiny_outputs)
+    keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(z.shape[0]))
+
+    def run(clip):
+        config = load_config("tiny")
+        config.model.drop_path_rate = 0.0
+        config.train.division_grad_clip = clip
+        model = build_model(config)
+        assert model.config.division_grad_clip == clip
+
+        def loss(params):
+            out, _ = model.apply({**variables, "params": params}, z, x, mask, train=True, sample_keys=keys,
+                                 mutable=["batch_stats"])
+            return jnp.sum(out["score_map"] ** 2), out
+
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return out, grads
+
+    official, official_grads = run(0.0)
+    clipped, clipped_grads = run(1e-9)
+    np.testing.assert_array_equal(np.asarray(official["score_map"]), np.asarray(clipped["score_map"]))
+    divide = [k for k in official_grads["backbone"]["blocks_1"]["attn"] if k.startswith("divide_predict")]
+    assert divide
+    for name in divide:
+        g_off = np.abs(np.asarray(official_grads["backbone"]["blocks_1"]["attn"][name]["kernel"])).max()
+        g_clip = np.abs(np.asarray(clipped_grads["backbone"]["blocks_1"]["attn"][name]["kernel"])).max()
+        assert g_clip < 1e-3 * g_off, name
+    # the box head sees the same forward pass, so its gradient is the same (float32 rounding of another program)
+    for a, b in zip(jax.tree_util.tree_leaves(official_grads["box_head"]),
+                    jax.tree_util.tree_leaves(clipped_grads["box_head"])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)

@@ -116,6 +116,14 @@ def test_gumbel_scale_zero_trains_with_the_trackers_division():
     np.testing.assert_allclose(np.asarray(grad), np.asarray(soft), atol=1e-7)
 
 
+def test_clip_gradient_is_the_identity_forward_and_clips_the_cotangent():
+    x = jnp.array([0.0, 1.0, 1.0, 0.0])
+    weights = jnp.array([5.0, -0.5, -3.0, 1e-3])
+    np.testing.assert_array_equal(np.asarray(relation.clip_gradient(x, 1.0)), np.asarray(x))
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(relation.clip_gradient(v, 1.0) * weights)))(x)
+    np.testing.assert_array_equal(np.asarray(grad), np.float32([1.0, -0.5, -1.0, 1e-3]))
+
+
 def test_template_box_mask_matches_official(tiny_outputs):
     """The roi* template mask from the normalised template box reproduces the fixture's ``template_mask``."""
     mask = relation.template_box_mask(jnp.asarray(tiny_outputs["template_box"]), grid=4)

@@ -1,5 +1,5 @@
-"""grm_jax.train.step: the optional division terms (entropy, ratio) enter the objective the train step
-differentiates."""
+"""grm_jax.train.step: the optional division terms (entropy, ratio, logit bound, box supervision) enter the
+objective the train step differentiates."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ def _step(tiny_outputs, **train):
     return model, variables, batch, new_state, metrics
 
 
-TERMS = {"Ls/entropy": (dict(entropy_weight=1.0), lambda out: losses.division_entropy_loss(out["interaction_ratio"])),
+TERMS = {"Ls/entropy": (dict(entropy_weight=1.0),
+                        lambda out, b: losses.division_entropy_loss(out["interaction_ratio"])),
          "Ls/ratio": (dict(ratio_weight=2.0, ratio_target=0.2),
-                      lambda out: 2.0 * losses.division_ratio_loss(out["divide_logp"], 0.2)),
-         "Ls/logit": (dict(logit_weight=0.01), lambda out: 0.01 * losses.division_logit_loss(out["divide_logp"]))}
+                      lambda out, b: 2.0 * losses.division_ratio_loss(out["divide_logp"], 0.2)),
+         "Ls/logit": (dict(logit_weight=0.01), lambda out, b: 0.01 * losses.division_logit_loss(out["divide_logp"])),
+         "Ls/box_division": (dict(box_division_weight=0.5, box_division_margin=1.0),  # 8×8 search tokens
+                             lambda out, b: 0.5 * losses.division_box_loss(out["divide_logp"], b["search_anno"], 8,
+                                                                            1.0))}
 
 
 @pytest.mark.parametrize("name", list(TERMS))
@@ -46,7 +50,7 @@ def test_division_term_enters_the_objective(tiny_outputs, name):
     keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(batch["search"].shape[0]))
     out, _ = model.apply(variables, batch["template"], batch["search"], batch["template_mask"], train=True,
                          sample_keys=keys, mutable=["batch_stats"])
-    expected = float(weighted_term(out))
+    expected = float(weighted_term(out, batch))
     weight = next(v for k, v in settings.items() if k.endswith("_weight"))
     np.testing.assert_allclose(weight * float(on[name]), expected, rtol=1e-6)  # float32 rounding
     np.testing.assert_allclose(float(on["Ls/total"]), float(off["Ls/total"]) + expected, rtol=1e-6)
