@@ -10,7 +10,7 @@ from flax import traverse_util
 
 from grm_jax import losses
 from grm_jax.convert.state_dict import flax_path_to_torch, torch_to_flax_array
-from grm_jax.models import build_model, relation, sample_keys, to_official_layout
+from grm_jax.models import build_model, host_init, relation, sample_keys, to_official_layout
 from helpers import load_config, tiny_inputs
 
 EVAL_KEYS = ("pred_boxes", "score_map", "size_map", "offset_map", "backbone_out", "divide_logp")
@@ -128,6 +128,8 @@ def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tin
     monkeypatch.setattr(relation, "attention_mask", lambda policy: jax.lax.stop_gradient(original(policy)))
     jax.clear_caches()  # the rematerialised softmax's traced form is cached per function: trace it anew
     assert divide_grad_norm() == 0.0
+    monkeypatch.undo()
+    jax.clear_caches()  # and drop the cut form again: later tests in this process would trace it from the cache
 
 
 def test_threshold_does_not_recompile(tiny_model_and_variables, tiny_outputs):
@@ -204,3 +206,41 @@ def test_gumbel_scale_zero_trains_with_the_eval_division(tiny_model_and_variable
     assert not np.array_equal(np.asarray(to_official_layout(official)["decisions"]),
                               np.asarray(to_official_layout(evaluated)["decisions"]))
 
+
+def test_division_grad_clip_bounds_the_decisions_gradient_and_leaves_the_forward(tiny_outputs):
+    """config.train.division_grad_clip = c reaches every division layer: the train pass computes the same numbers,
+    and the gradient into the division MLPs is that of decisions whose cotangent is clipped to [−c, c] — with a
+    tiny c it is far smaller than the official one; the box head's gradient does not change. Seeded initial
+    weights (division logits near 0, where the straight-through gradient is not 0)."""
+    z, x, mask = tiny_inputs(tiny_outputs)
+    keys = sample_keys(jax.random.PRNGKey(0), 0, jnp.arange(z.shape[0]))
+
+    def run(clip):
+        config = load_config("tiny")
+        config.model.drop_path_rate = 0.0
+        config.train.division_grad_clip = clip
+        model = build_model(config)
+        assert model.config.division_grad_clip == clip
+        variables = host_init(model, z, x, seed=3)
+
+        def loss(params):
+            out, _ = model.apply({**variables, "params": params}, z, x, mask, train=True, sample_keys=keys,
+                                 mutable=["batch_stats"])
+            return jnp.sum(out["score_map"] ** 2), out
+
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return out, grads
+
+    def divide_norm(grads):
+        flat = traverse_util.flatten_dict(grads)
+        return float(np.sqrt(sum(np.sum(np.square(v)) for k, v in flat.items() if any("divide" in n for n in k))))
+
+    official, official_grads = run(0.0)
+    clipped, clipped_grads = run(1e-9)
+    np.testing.assert_array_equal(np.asarray(official["score_map"]), np.asarray(clipped["score_map"]))
+    assert divide_norm(official_grads) > 0
+    assert divide_norm(clipped_grads) < 1e-3 * divide_norm(official_grads)
+    # the box head sees the same forward pass, so its gradient is the same (float32 rounding of another program)
+    for a, b in zip(jax.tree_util.tree_leaves(official_grads["box_head"]),
+                    jax.tree_util.tree_leaves(clipped_grads["box_head"])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
