@@ -26,6 +26,7 @@ Pure functions plus the one linen module that owns the weights (:class:`Attentio
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -97,19 +98,19 @@ def gumbel_hard(logp: Array, noise: Array, tau: float = 1.0, scale: float = 1.0)
     return y_hard - jax.lax.stop_gradient(y_soft) + y_soft
 
 
-@jax.custom_vjp
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def clip_gradient(x: Array, bound: float) -> Array:
     """The identity in the forward pass; in the backward pass the cotangent is clipped elementwise to [−c, c]
-    (``c = bound``): ∂L/∂x ← clip(∂L/∂x, −c, c). No gradient reaches ``bound``."""
+    (``c = bound``, a Python number): ∂L/∂x ← clip(∂L/∂x, −c, c)."""
     return x
 
 
 def _clip_gradient_fwd(x, bound):
-    return x, bound
+    return x, None
 
 
-def _clip_gradient_bwd(bound, g):
-    return jnp.clip(g, -bound, bound), None
+def _clip_gradient_bwd(bound, _, g):
+    return (jnp.clip(g, -bound, bound),)
 
 
 clip_gradient.defvjp(_clip_gradient_fwd, _clip_gradient_bwd)

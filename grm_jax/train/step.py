@@ -36,10 +36,12 @@ def create_state(params, batch_stats, optimizer) -> TrainState:
                       opt_state=optimizer.init(params))
 
 
-def division_terms(t, out: dict, batch: dict | None = None, grid: int = 0) -> list[tuple[str, float, Any]]:
+def division_terms(t, out: dict, batch: dict, grid: int) -> list[tuple[str, float, Any]]:
     """The optional division regularisers of ``config.train`` ``t`` on the model's outputs ``out``, as (log name,
     weight, value): the official actor's entropy term (``entropy_weight``; 1 = its ``entropy=True``), and ours, the
-    ratio term (``ratio_weight``, ``ratio_target``) and the logit bound (``logit_weight``) of grm_jax/losses.py.
+    ratio term (``ratio_weight``, ``ratio_target``), the logit bound (``logit_weight``) and the box-supervised
+    division (``box_division_weight``, ``box_division_margin``; on ``batch["search_anno"]`` over the ``grid``×``grid``
+    search tokens) of grm_jax/losses.py.
     All are off in the official configs."""
     terms = []
     if t.entropy_weight:
