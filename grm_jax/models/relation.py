@@ -171,9 +171,67 @@ def masked_softmax(logits: Array, mask: Array, eps: float = EPS) -> Array:
     return w.astype(dtype)
 
 
-def _policy_softmax(logits: Array, decision: Array, num_template: int) -> Array:
-    """:func:`masked_softmax` with the mask of :func:`attention_mask` built from the decisions (B,Ns,2)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def policy_softmax(logits: Array, decision: Array, num_template: int) -> Array:
+    """:func:`masked_softmax` with the mask of :func:`attention_mask` built from the decisions (B,Ns,2).
+
+    The forward pass is exactly that composition. The backward pass is written out (:func:`_policy_softmax_bwd`):
+    it keeps only the logits and the decisions, as a rematerialised softmax would, but recomputes the weights once
+    and forms both cotangents in a few fused passes instead of differentiating the mask's outer products and the
+    max one by one (the same values to float32 rounding, tests/models/test_relation.py).
+    """
     return masked_softmax(logits, attention_mask(token_policy(decision, num_template)))
+
+
+def _policy_softmax_fwd(logits, decision, num_template):
+    return policy_softmax(logits, decision, num_template), (logits, decision)
+
+
+def _policy_softmax_bwd(num_template, residuals, g):
+    """Cotangents of w = (e + ε/N)/(S + ε), e_ij = x_ij·M_ij, x_ij = exp(a_ij − m_i), S_i = Σ_j e_ij, m_i = max_j a_ij.
+
+    Row sums first, in one pass: S_i, q_i = Σ_j g_ij·e_ij, Γ_i = Σ_j g_ij and the ties of the max n_i. Then
+    r_i = Σ_j g_ij·w_ij = (q_i + ε/N·Γ_i)/(S_i + ε) and δ_ij = ∂L/∂e_ij = (g_ij − r_i)/(S_i + ε), and in a second pass
+
+    ∂L/∂a_ij = δ_ij·e_ij − [a_ij = m_i]/n_i · Σ_k δ_ik·e_ik, with Σ_k δ_ik·e_ik = (q_i − r_i·S_i)/(S_i + ε)
+    (the max's share, split over ties as ``jnp.max``'s gradient is);
+    ∂L/∂M_ij = Σ_heads δ_ij·x_ij off the diagonal, 0 on it (the diagonal is forced to 1);
+    ∂L/∂P = (G + Gᵀ)·P·C with G = ∂L/∂M, since M = P·C·Pᵀ before the diagonal is forced, with the symmetric
+    C = [[1,0,1],[0,1,1],[1,1,1]] (rows and columns T, S, A: group1 T·T, group2 S·S, group3 every pair with an A);
+    its search rows in columns S and A are ∂L/∂decision, and columns S and A of P·C are P_S + P_A and
+    P_T + P_S + P_A.
+
+    The sum over heads is written as adds of per-head slices: XLA's CPU backend reduces the head axis of a
+    (B,H,N,N) array some 60× slower (GRM-B/256 shapes: 11 ms against 0.17 ms).
+    """
+    logits, decision = residuals
+    n, heads = logits.shape[-1], logits.shape[1]
+    policy = token_policy(decision, num_template).astype(jnp.float32)
+    mask = attention_mask(policy)
+    a = logits.astype(jnp.float32)
+    g = g.astype(jnp.float32)
+    m = jnp.max(a, axis=-1, keepdims=True)
+    x = jnp.exp(a - m)
+    e = x * mask
+    is_max = (a == m).astype(jnp.float32)
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    q = jnp.sum(g * e, axis=-1, keepdims=True)
+    denom = s + EPS
+    r = (q + EPS / n * jnp.sum(g, axis=-1, keepdims=True)) / denom
+    max_share = (q - r * s) / denom / jnp.sum(is_max, axis=-1, keepdims=True)
+    delta = (g - r) / denom
+    d_logits = delta * e - is_max * max_share
+    dx = delta * x
+    d_mask = functools.reduce(jnp.add, [dx[:, h] for h in range(heads)]) * (1.0 - jnp.eye(n, dtype=jnp.float32))
+    d_search = (d_mask + jnp.swapaxes(d_mask, 1, 2))[:, num_template:]  # (B,Ns,N): the search rows of G + Gᵀ
+    column_s = policy[..., SEARCH_ONLY] + policy[..., INTERACT]
+    column_a = policy[..., TEMPLATE] + column_s
+    d_decision = jnp.stack([jnp.sum(d_search * column_s[:, None, :], axis=-1),
+                            jnp.sum(d_search * column_a[:, None, :], axis=-1)], axis=-1)
+    return d_logits.astype(logits.dtype), d_decision.astype(decision.dtype)
+
+
+policy_softmax.defvjp(_policy_softmax_fwd, _policy_softmax_bwd)
 
 
 def visibility_mask(decision: Array, num_template: int) -> Array:
@@ -286,10 +344,10 @@ class Attention(nn.Module):
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
             if self.divide:
-                # Rematerialised: the backward pass recomputes the mask, exp and weights (B,H,N,N) from the logits
-                # and decisions instead of keeping them (GRM-B/256 train step: 486 → 392 MB per sample, XLA's
+                # Keeps only the logits and decisions for the backward pass, which recomputes the mask, exp and
+                # weights (B,H,N,N) (GRM-B/256 train step: 486 → 392 MB per sample against keeping them, XLA's
                 # memory analysis; same values).
-                weights = jax.checkpoint(_policy_softmax, static_argnums=(2,))(logits, decision, cfg.num_template)
+                weights = policy_softmax(logits, decision, cfg.num_template)
             else:
                 weights = jax.nn.softmax(logits, axis=-1)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;

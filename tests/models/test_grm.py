@@ -124,9 +124,10 @@ def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tin
         return float(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
 
     assert divide_grad_norm() > 0
-    original = relation.attention_mask
-    monkeypatch.setattr(relation, "attention_mask", lambda policy: jax.lax.stop_gradient(original(policy)))
-    jax.clear_caches()  # the rematerialised softmax's traced form is cached per function: trace it anew
+    original = relation.policy_softmax  # the masked softmax, whose mask the decisions build
+    monkeypatch.setattr(relation, "policy_softmax",
+                        lambda logits, decision, nz: original(logits, jax.lax.stop_gradient(decision), nz))
+    jax.clear_caches()  # traced forms are cached per function: trace it anew
     assert divide_grad_norm() == 0.0
     monkeypatch.undo()
     jax.clear_caches()  # and drop the cut form again: later tests in this process would trace it from the cache

@@ -62,6 +62,54 @@ def test_masked_softmax_formula():
     assert leak.size and np.all(leak > 0)
 
 
+def _composed_policy_softmax(logits, decision, num_template):
+    """The masked softmax composed from its parts, differentiated by JAX (the reference for the written backward)."""
+    return relation.masked_softmax(logits, relation.attention_mask(relation.token_policy(decision, num_template)))
+
+
+@pytest.mark.parametrize("case", ["random", "masked_max", "tie"])
+def test_policy_softmax_backward_equals_autodiff_of_the_composition(case):
+    """relation.policy_softmax: the same forward values, and its written-out backward gives the cotangents of the
+    logits and of the (straight-through) decisions that JAX's autodiff of the composition gives, including rows
+    whose largest logit is masked (visible mass ≈ 0: the mask gradient grows as 1/(mass + ε)) and ties of the max
+    (jnp.max's gradient splits the max's share over them)."""
+    nz, ns, heads = 3, 6, 2
+    n = nz + ns
+    keys = jax.random.split(jax.random.PRNGKey(11), 4)
+    logits = jax.random.normal(keys[0], (2, heads, n, n)) * 4
+    logp = jax.nn.log_softmax(jax.random.normal(keys[1], (2, ns, 2)))
+    noise = jax.random.gumbel(keys[2], logp.shape)
+    decision = relation.gumbel_hard(logp, noise)  # 0/1 values, straight-through gradient
+    search_only = np.flatnonzero(np.asarray(decision[0, :, 1]) < 0.5)
+    if case == "masked_max":  # the search-only token's row: its largest logit on a template key it cannot see
+        assert search_only.size, "the draw has a search-only token"
+        row = nz + int(search_only[0])
+        logits = logits.at[0, :, row, 0].set(60.0)
+    if case == "tie":  # two equal largest logits in one row
+        logits = logits.at[1, 0, 4, 2].set(30.0).at[1, 0, 4, 7].set(30.0)
+    cotangent = jax.random.normal(keys[3], logits.shape)
+    np.testing.assert_array_equal(np.asarray(relation.policy_softmax(logits, decision, nz)),
+                                  np.asarray(_composed_policy_softmax(logits, decision, nz)))
+
+    def grads(fn):
+        return jax.grad(lambda a, lp: jnp.sum(fn(a, relation.gumbel_hard(lp, noise), nz) * cotangent),
+                        argnums=(0, 1))(logits, logp)
+
+    def decision_grads(fn):  # the decisions' own cotangent (what division_grad_clip clips)
+        return jax.grad(lambda d: jnp.sum(fn(logits, d, nz) * cotangent))(decision)
+
+    ours, reference = grads(relation.policy_softmax), grads(_composed_policy_softmax)
+    ours, reference = ours + (decision_grads(relation.policy_softmax),), reference + (
+        decision_grads(_composed_policy_softmax),)
+    for name, a, b in zip(("logits", "division log-probabilities", "decisions"), ours, reference):
+        a, b = np.asarray(a), np.asarray(b)
+        scale = np.abs(b).max()
+        assert scale > 0, name
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale, err_msg=name)  # float32 rounding
+    if case == "masked_max":
+        assert np.abs(np.asarray(reference[1])).max() > 1e3  # the regime where the mask gradient explodes
+
+
 def test_select_tokens_threshold_rules():
     # p0 values: 0.3, 0.5, 0.7 → log-probs.
     p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
