@@ -112,16 +112,21 @@ def test_gradients_match_official(train_result, tiny_outputs):
         assert rel <= 1e-4, (key, rel)
 
 
+def _divide_grad_norm(grads, expected_leaves: int | None = None) -> float:
+    """‖gradient of the division MLPs (divide_predict_*)‖ as one vector."""
+    flat = traverse_util.flatten_dict(grads)
+    leaves = [leaf for path, leaf in flat.items() if path[-2].startswith("divide_predict")]
+    assert leaves and (expected_leaves is None or len(leaves) == expected_leaves), len(leaves)
+    return float(np.sqrt(sum(np.sum(np.square(np.asarray(leaf))) for leaf in leaves)))
+
+
 def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tiny_outputs, monkeypatch):
     """Non-zero gradient reaches divide_predict; cutting the mask's gradient makes it exactly zero."""
     model, variables = tiny_model_and_variables
 
     def divide_grad_norm():
         _, grads = _train_pass(model, variables, tiny_outputs)
-        flat = traverse_util.flatten_dict(grads)
-        leaves = [leaf for path, leaf in flat.items() if path[-2].startswith("divide_predict")]
-        assert len(leaves) == 3 * 2 * (model.config.depth - 1)
-        return float(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+        return _divide_grad_norm(grads, expected_leaves=3 * 2 * (model.config.depth - 1))
 
     assert divide_grad_norm() > 0
     original = relation.policy_softmax  # the masked softmax, whose mask the decisions build
@@ -232,15 +237,11 @@ def test_division_grad_clip_bounds_the_decisions_gradient_and_leaves_the_forward
         (_, out), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
         return out, grads
 
-    def divide_norm(grads):
-        flat = traverse_util.flatten_dict(grads)
-        return float(np.sqrt(sum(np.sum(np.square(v)) for k, v in flat.items() if any("divide" in n for n in k))))
-
     official, official_grads = run(0.0)
     clipped, clipped_grads = run(1e-9)
     np.testing.assert_array_equal(np.asarray(official["score_map"]), np.asarray(clipped["score_map"]))
-    assert divide_norm(official_grads) > 0
-    assert divide_norm(clipped_grads) < 1e-3 * divide_norm(official_grads)
+    assert _divide_grad_norm(official_grads) > 0
+    assert _divide_grad_norm(clipped_grads) < 1e-3 * _divide_grad_norm(official_grads)
     # the box head sees the same forward pass, so its gradient is the same (float32 rounding of another program)
     for a, b in zip(jax.tree_util.tree_leaves(official_grads["box_head"]),
                     jax.tree_util.tree_leaves(clipped_grads["box_head"])):
