@@ -71,6 +71,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.colour_jitter = 0.0
     # Not official: probability of transposing both frames of a pair (AugmentOptions.transpose_prob; 0 = off).
     c.data.transpose_prob = 0.0
+    # Not official: both frames of a pair stretched by (e^a, e^-a), a ~ U(-s, s) (AugmentOptions.aspect_jitter;
+    # 0 = off).
+    c.data.aspect_jitter = 0.0
+    # Not official: probability of one random rotation of the colour cube per pair
+    # (AugmentOptions.colour_rotation_prob; 0 = off).
+    c.data.colour_rotation_prob = 0.0
     # The built-in synthetic dataset (`SYNTHETIC` in datasets; its val split is the `synthetic` benchmark).
     # max_distractors .. min_contrast: grm_jax.data.synthetic.Difficulty (the defaults are the hard case);
     # val_min_contrast, when not 0, is the val split's min_contrast (grm_jax/data/datasets/synthetic_tracking.py).
@@ -293,6 +299,8 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_fraction(d.channel_shuffle_prob, "data.channel_shuffle_prob")
     _check_fraction(d.colour_jitter, "data.colour_jitter")
     _check_fraction(d.transpose_prob, "data.transpose_prob")
+    _check_fraction(d.aspect_jitter, "data.aspect_jitter")  # a stretch of at most e^±1 per axis
+    _check_fraction(d.colour_rotation_prob, "data.colour_rotation_prob")
     _check_int(d.max_sample_interval, "data.max_sample_interval", 1)
     if len(tuple(d.datasets)) == 0:
         raise ValueError("config.data.datasets is empty")

@@ -140,6 +140,8 @@ def test_bad_config_values_are_named(key, value, message):
     ("train.ratio_target", -0.1, "config.train.ratio_target = -0.1 must be a number >= 0.0"),
     ("data.channel_shuffle_prob", 2.0, "config.data.channel_shuffle_prob = 2.0 must be a number in [0, 1]"),
     ("data.colour_jitter", -0.5, "config.data.colour_jitter = -0.5 must be a number >= 0.0"),
+    ("data.aspect_jitter", 1.5, "config.data.aspect_jitter = 1.5 must be a number in [0, 1]"),
+    ("data.colour_rotation_prob", -1.0, "config.data.colour_rotation_prob = -1.0 must be a number >= 0.0"),
     ("train.gumbel_tau", 0.0, "config.train.gumbel_tau = 0.0 must be a number > 0.0"),
     ("train.gumbel_scale", -1.0, "config.train.gumbel_scale = -1.0 must be a number >= 0.0"),
     ("train.warmup_steps", -1, "config.train.warmup_steps = -1 must be an integer >= 0"),

@@ -52,7 +52,8 @@ class SampleSettings:
 
 #: The ``config.data`` keys that set an :class:`AugmentOptions` field of the same name (the options outside the
 #: official recipe, and the per-crop flip quirk).
-CONFIG_AUGMENT_KEYS = ("channel_shuffle_prob", "independent_crop_flip", "colour_jitter", "transpose_prob")
+CONFIG_AUGMENT_KEYS = ("channel_shuffle_prob", "independent_crop_flip", "colour_jitter", "transpose_prob",
+                       "aspect_jitter", "colour_rotation_prob")
 
 
 def augment_from_config(data) -> AugmentOptions:

@@ -59,6 +59,15 @@ class AugmentOptions:
     # Not official: with this probability, both full frames of a pair transposed (rows ↔ columns; with the flips, four
     # orientations of every target instead of two). 0 draws nothing.
     transpose_prob: float = 0.0
+    # Not official: with s > 0, both full frames of a pair stretched by (e^a, e^−a), a ~ U(−s, s) (joint transform,
+    # before the transposition): the target's aspect ratio changes by e^2a while its area stays, so that a model
+    # trained on few targets has to measure their shape rather than recall it. 0 draws nothing.
+    aspect_jitter: float = 0.0
+    # Not official: with this probability, one rotation R of the colour cube about its centre per pair, uniform over
+    # SO(3), the same for both frames (joint transform, after the channel order): c' = clip(R·(c − 128) + 128), rounded.
+    # It keeps every distance between colours (so a target's contrast with its background), and draws new colour
+    # schemes where the channel order gives six. 0 draws nothing.
+    colour_rotation_prob: float = 0.0
     brightness_jitter: float = 0.2  # factor ~ U(1 − b, 1 + b) (lower end clamped at 0)
     crop_flip_prob: float = 0.5  # per-crop flip
     # Quirk (docs/training.md#per-crop-flip): the per-crop flip is rolled separately for template and search.
@@ -98,17 +107,47 @@ def colour_affine(image: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np
     return np.ascontiguousarray(np.stack([lut[image[..., c], c] for c in range(3)], axis=-1))
 
 
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A 3×3 rotation uniform over SO(3): Q of the QR decomposition of a standard normal matrix, its columns'
+    signs fixed by R's diagonal (Haar measure over O(3)), one column negated where det(Q) = −1."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))[None, :]
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def rotate_colours(image: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """uint8 image with every pixel c mapped to clip(R·(c − 128) + 128, 0, 255) (``rotation`` = R), rounded by
+    OpenCV's ``transform`` (single precision: within one grey level of the exact rounding)."""
+    affine = np.concatenate([rotation, (128.0 - rotation @ np.full(3, 128.0))[:, None]], axis=1)
+    return cv2.transform(np.ascontiguousarray(image), affine)
+
+
 def transpose_image_box(image: np.ndarray, box: np.ndarray):
     """A full frame with rows and columns exchanged and its pixel box: (x, y, w, h) ← (y, x, h, w)."""
     x, y, w, h = box
     return image.transpose(1, 0, 2), np.array([y, x, h, w], np.float64)
 
 
+def stretch_image_box(image: np.ndarray, box: np.ndarray, log_stretch: float):
+    """A full frame resized by (e^a, e^−a) (a = ``log_stretch``; bilinear, sizes rounded) and its pixel box:
+    x ← x·W'/W, w ← w·W'/W, y ← y·H'/H, h ← h·H'/H (pixel corners map exactly under OpenCV's centre convention)."""
+    h_img, w_img = image.shape[:2]
+    new_w, new_h = max(int(round(w_img * np.exp(log_stretch))), 1), max(int(round(h_img * np.exp(-log_stretch))), 1)
+    sx, sy = new_w / w_img, new_h / h_img
+    x, y, w, h = box
+    resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return resized, np.array([x * sx, y * sy, w * sx, h * sy], np.float64)
+
+
 def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOptions):
     """One grayscale roll and one flip roll, applied to every frame (template first, search reuses the roll); and,
     when ``options.channel_shuffle_prob`` > 0, one roll and one permutation of the colour channels; when
     ``options.colour_jitter`` s > 0, one gain and offset per channel (:func:`colour_affine`); when
-    ``options.transpose_prob`` > 0, one transposition roll (before the flip)."""
+    ``options.colour_rotation_prob`` > 0, one roll and one rotation of the colour cube (:func:`rotate_colours`); when
+    ``options.transpose_prob`` > 0, one transposition roll (before the flip); when ``options.aspect_jitter`` s > 0,
+    one stretch a ~ U(−s, s) (:func:`stretch_image_box`, before the transposition)."""
     gray = rng.random() < options.grayscale_prob
     flip = rng.random() < options.joint_flip_prob
     channels = None
@@ -119,6 +158,10 @@ def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOpt
         s = options.colour_jitter
         affine = rng.uniform(1 - s, 1 + s, size=3), rng.uniform(-128 * s, 128 * s, size=3)
     transpose = options.transpose_prob > 0 and rng.random() < options.transpose_prob
+    rotation = None
+    if options.colour_rotation_prob > 0 and rng.random() < options.colour_rotation_prob:
+        rotation = random_rotation(rng)
+    stretch = rng.uniform(-options.aspect_jitter, options.aspect_jitter) if options.aspect_jitter > 0 else None
     out_images, out_boxes = [], []
     for image, box in zip(images, boxes):
         box = np.asarray(box, np.float64)
@@ -128,6 +171,10 @@ def joint_transform(rng: np.random.Generator, images, boxes, options: AugmentOpt
             image = image[..., channels]
         if affine is not None:
             image = colour_affine(image, *affine)
+        if rotation is not None:
+            image = rotate_colours(image, rotation)
+        if stretch is not None:
+            image, box = stretch_image_box(image, box, stretch)
         if transpose:
             image, box = transpose_image_box(image, box)
         if flip:

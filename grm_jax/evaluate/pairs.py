@@ -9,7 +9,9 @@ brightness and flip augmentation) draws ``num_pairs`` pairs from the training sp
 centre of the crop and fills a quarter of it, which is the crop a tracker cuts around a correct previous box.
 
 Per row: mean IoU of the predicted box (decoded as in training: at the raw score map's maximum), median centre error
-in search-crop pixels, median |log(predicted area / true area)| and its signed median (> 0: boxes too large).
+in search-crop pixels, median |log(predicted area / true area)| and its signed median (> 0: boxes too large), and
+how much of the targets' shape the model measures: the least-squares slope of the predicted log aspect ratio
+log(w/h) on the true one (1: measured; 0: one shape for every target).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ ROWS = (("train", False), ("train", True), ("val", False), ("val", True))  # (sp
 
 
 def box_errors(pred_cxcywh: np.ndarray, anno_xywh: np.ndarray, crop_px: int) -> dict:
-    """Per pair: IoU, centre distance (px) and log(area_pred / area_true) for normalised boxes.
+    """Per pair: IoU, centre distance (px), log(area_pred / area_true) and both log aspect ratios log(w/h)
+    (``log_aspect_pred``, ``log_aspect_true``) for normalised boxes.
 
     ``pred_cxcywh``: (N, 4) predicted (cx, cy, w, h); ``anno_xywh``: (N, 4) true (x1, y1, w, h); both as fractions
     of the ``crop_px``-pixel search crop. IoU = |A ∩ B| / |A ∪ B|.
@@ -40,7 +43,17 @@ def box_errors(pred_cxcywh: np.ndarray, anno_xywh: np.ndarray, crop_px: int) -> 
     area_p, area_g = np.prod(p[:, 2:], axis=1), np.prod(g[:, 2:], axis=1)
     return dict(iou=inter / np.maximum(area_p + area_g - inter, 1e-12),
                 centre_px=crop_px * np.linalg.norm(p[:, :2] - (g_lo + g_hi) / 2, axis=1),
-                log_area=np.log(np.maximum(area_p, 1e-12) / area_g))
+                log_area=np.log(np.maximum(area_p, 1e-12) / area_g),
+                log_aspect_pred=np.log(np.maximum(p[:, 2], 1e-12) / np.maximum(p[:, 3], 1e-12)),
+                log_aspect_true=np.log(g[:, 2] / g[:, 3]))
+
+
+def aspect_slope(log_aspect_pred: np.ndarray, log_aspect_true: np.ndarray) -> float:
+    """Least-squares slope b of pred ≈ a + b·true: cov(true, pred) / var(true); NaN when every true aspect is
+    the same."""
+    t = log_aspect_true - np.mean(log_aspect_true)
+    var = float(np.mean(t * t))
+    return float(np.mean(t * (log_aspect_pred - np.mean(log_aspect_pred))) / var) if var > 0 else float("nan")
 
 
 def nominal(settings):
@@ -76,7 +89,8 @@ def pair_rows(config, model, variables, sources_by_split: dict, num_pairs: int =
         rows.append(dict(pairs=f"{split}, {'nominal crop' if at_nominal else 'training jitter'}",
                          iou=float(np.mean(errs["iou"])), centre_px=float(np.median(errs["centre_px"])),
                          size=float(np.median(np.abs(errs["log_area"]))),
-                         size_signed=float(np.median(errs["log_area"]))))
+                         size_signed=float(np.median(errs["log_area"])),
+                         aspect_slope=aspect_slope(errs["log_aspect_pred"], errs["log_aspect_true"])))
     return rows
 
 
@@ -88,7 +102,7 @@ def synthetic_sources(config) -> dict:
 
 def format_pair_rows(rows: list[dict]) -> str:
     lines = ["| training-style pairs | mean IoU | median centre error px | median abs log area ratio | "
-             "median log area ratio |", "|---|---:|---:|---:|---:|"]
+             "median log area ratio | aspect measured (slope) |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['pairs']} | {r['iou']:.3f} | {r['centre_px']:.1f} | {r['size']:.2f} | "
-              f"{r['size_signed']:+.2f} |" for r in rows]
+              f"{r['size_signed']:+.2f} | {r['aspect_slope']:.2f} |" for r in rows]
     return "\n".join(lines)

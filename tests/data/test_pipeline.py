@@ -60,14 +60,18 @@ def test_settings_take_the_augmentation_options_of_the_config():
     config = small_config()
     official = pipeline.settings_from_config(config, 1).options
     assert (official.channel_shuffle_prob, official.independent_crop_flip, official.colour_jitter,
-            official.transpose_prob) == (0.0, True, 0.0, 0.0)
+            official.transpose_prob, official.aspect_jitter, official.colour_rotation_prob) == (0.0, True, 0.0, 0.0,
+                                                                                                  0.0, 0.0)
     config.data.channel_shuffle_prob = 0.5
     config.data.independent_crop_flip = False
     config.data.colour_jitter = 0.25
     config.data.transpose_prob = 0.5
+    config.data.aspect_jitter = 0.3
+    config.data.colour_rotation_prob = 0.75
     chosen = pipeline.settings_from_config(config, 1).options
     assert (chosen.channel_shuffle_prob, chosen.independent_crop_flip, chosen.colour_jitter,
-            chosen.transpose_prob) == (0.5, False, 0.25, 0.5)
+            chosen.transpose_prob, chosen.aspect_jitter, chosen.colour_rotation_prob) == (0.5, False, 0.25, 0.5,
+                                                                                          0.3, 0.75)
 
 
 def test_batch_shapes_and_dtypes(source):

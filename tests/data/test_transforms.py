@@ -118,6 +118,43 @@ def test_colour_jitter_maps_both_frames_alike_and_off_draws_nothing():
         assert draws_beyond_official(a, dataclasses.replace(PLAIN, colour_jitter=strength)) == draws_more
 
 
+def test_random_rotation_is_a_rotation_and_covers_the_group():
+    rotations = [tf.random_rotation(np.random.default_rng(seed)) for seed in range(200)]
+    for r in rotations:
+        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(r) == pytest.approx(1.0)
+    # Haar measure on SO(3): E[R] = 0 and E[trace R] = 0 (the trace is 1 + 2 cos θ); 200 draws: |mean| ~ 0.07
+    assert np.abs(np.mean(rotations, axis=0)).max() < 0.25
+    assert abs(np.mean([np.trace(r) for r in rotations])) < 0.25
+
+
+def test_rotate_colours_formula_keeps_distances_inside_the_cube():
+    rng = np.random.default_rng(1)
+    rotation = tf.random_rotation(rng)
+    image = rng.integers(90, 167, size=(6, 7, 3)).astype(np.uint8)  # within 64 of the centre: nothing clips
+    out = tf.rotate_colours(image, rotation)
+    exact = (image.astype(np.float64) - 128) @ rotation.T + 128
+    np.testing.assert_allclose(out, np.round(exact), atol=1.0)  # OpenCV rounds in single precision
+    a, b = image.reshape(-1, 3).astype(np.float64), out.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(b[1:] - b[0], axis=1), np.linalg.norm(a[1:] - a[0], axis=1), atol=2.0)
+    saturated = tf.rotate_colours(np.array([[[255, 255, 255]]], np.uint8), rotation)  # corners may leave the cube
+    assert saturated.dtype == np.uint8
+
+
+def test_colour_rotation_maps_both_frames_alike_and_off_draws_nothing():
+    a = gradient_image()
+    on = dataclasses.replace(PLAIN, colour_rotation_prob=1.0)
+    changed = 0
+    for seed in range(10):
+        (ia, ib), (ba, _) = tf.joint_transform(np.random.default_rng(seed), [a, a.copy()], [[1, 2, 3, 4]] * 2, on)
+        np.testing.assert_array_equal(ia, ib)  # one rotation for the pair
+        np.testing.assert_array_equal(ba, [1, 2, 3, 4])  # pixels move in colour only
+        changed += not np.array_equal(ia, a)
+    assert changed == 10
+    for prob, draws_more in ((0.0, False), (1.0, True)):
+        assert draws_beyond_official(a, dataclasses.replace(PLAIN, colour_rotation_prob=prob)) == draws_more
+
+
 def test_transpose_moves_the_box_with_the_pixels_for_both_frames():
     image = np.zeros((40, 60, 3), np.uint8)
     image[5:15, 20:28] = 200  # rows 5..14, columns 20..27: box (20, 5, 8, 10)
@@ -129,6 +166,36 @@ def test_transpose_moves_the_box_with_the_pixels_for_both_frames():
         x, y, w, h = box.astype(int)
         assert (out[y:y + h, x:x + w] == 200).all() and out.sum() == image.sum()
     assert not draws_beyond_official(image, dataclasses.replace(PLAIN, transpose_prob=0.0))  # off draws nothing
+
+
+def test_stretch_moves_the_box_with_the_pixels_and_keeps_the_area():
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[30:70, 40:60] = 255  # box (40, 30, 20, 40)
+    for a in (0.3, -0.25):
+        out, box = tf.stretch_image_box(image, np.array([40.0, 30, 20, 40]), a)
+        sx, sy = out.shape[1] / 160, out.shape[0] / 120
+        assert sx == pytest.approx(math.exp(a), abs=1 / 160) and sy == pytest.approx(math.exp(-a), abs=1 / 120)
+        np.testing.assert_allclose(box, [40 * sx, 30 * sy, 20 * sx, 40 * sy])
+        assert box[2] * box[3] == pytest.approx(800, rel=0.02)  # the area stays (up to the rounded frame size)
+        ys, xs = np.nonzero(out[..., 0] > 127)  # the bright block, edges at half height of the bilinear ramp
+        np.testing.assert_allclose([xs.min(), xs.max() + 1, ys.min(), ys.max() + 1],
+                                   [box[0], box[0] + box[2], box[1], box[1] + box[3]], atol=1.0)
+
+
+def test_aspect_jitter_stretches_both_frames_alike_and_off_draws_nothing():
+    a = gradient_image()
+    on = dataclasses.replace(PLAIN, aspect_jitter=0.4)
+    shapes = set()
+    for seed in range(10):
+        (ia, ib), (ba, bb) = tf.joint_transform(np.random.default_rng(seed), [a, a.copy()], [[10, 20, 30, 40]] * 2, on)
+        np.testing.assert_array_equal(ia, ib)  # one stretch for the pair
+        np.testing.assert_array_equal(ba, bb)
+        aspect = math.log((ba[2] / ba[3]) / (30 / 40))
+        assert abs(aspect) <= 2 * 0.4 + 0.02  # log aspect changes by 2a, |a| <= s
+        shapes.add(ia.shape)
+    assert len(shapes) == 10
+    for strength, draws_more in ((0.0, False), (0.4, True)):
+        assert draws_beyond_official(a, dataclasses.replace(PLAIN, aspect_jitter=strength)) == draws_more
 
 
 # --- steps 2–3 ----------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from grm_jax.data.pipeline import make_example, settings_from_config
 from grm_jax.data.source import MemorySource
@@ -20,6 +21,15 @@ def test_box_errors_of_exact_shifted_and_halved_boxes():
     np.testing.assert_allclose(errs["iou"], [1.0, 0.375 / 0.625, 0.25], rtol=1e-12)
     np.testing.assert_allclose(errs["centre_px"], [0.0, 16.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(errs["log_area"], [0.0, 0.0, np.log(0.25)], atol=1e-12)
+    np.testing.assert_allclose(errs["log_aspect_true"], 0.0, atol=1e-12)
+
+
+def test_aspect_slope_of_measured_recalled_and_half_measured_shapes():
+    true = np.log([0.5, 1.0, 2.0, 3.0])
+    assert pairs.aspect_slope(true + 0.1, true) == pytest.approx(1.0)  # measured (a constant bias is no matter)
+    assert pairs.aspect_slope(np.full(4, 0.2), true) == pytest.approx(0.0)  # one shape for every target
+    assert pairs.aspect_slope(0.5 * true, true) == pytest.approx(0.5)
+    assert np.isnan(pairs.aspect_slope(true, np.zeros(4)))  # every target the same shape: no slope
 
 
 def test_nominal_crop_centres_the_target_at_a_quarter_of_the_crop():
@@ -45,6 +55,7 @@ def test_rows_cover_both_splits_and_crops(tiny_model_and_variables):
                                           "val, nominal crop"]
     for row in rows:
         assert 0.0 <= row["iou"] <= 1.0 and row["centre_px"] >= 0 and row["size"] >= abs(row["size_signed"]) - 1e-12
+        assert np.isfinite(row["aspect_slope"])
     # the nominal crop changes what the model sees
     assert rows[0]["centre_px"] != rows[1]["centre_px"]
     assert "| val, nominal crop |" in pairs.format_pair_rows(rows)
