@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 DROPPATH_STREAM = 1 << 16  # layer_key streams below this are the division layers' Gumbel noise
@@ -37,9 +38,39 @@ def uniform_fan_in(fan_in: int):
     return init
 
 
+_SQRT_HALF = np.float32(np.sqrt(0.5))
+_MINUS_TWO_OVER_SQRT_PI = np.float32(-2.0 / np.sqrt(np.pi))  # erfc'(u) = −2/√π · exp(−u²)
+
+
+@jax.custom_vjp
 def gelu(x):
-    """GELU, exact erf form (PyTorch ``nn.GELU()``; Flax's default is the tanh approximation)."""
+    """GELU, exact erf form (PyTorch ``nn.GELU()``; Flax's default is the tanh approximation):
+    gelu(x) = ½x · erfc(−x/√2), computed by ``jax.nn.gelu(x, approximate=False)``.
+
+    Its backward pass keeps only x (:func:`_gelu_bwd`); JAX's own derivative keeps ½x, erfc(−x/√2) and
+    exp(−x²/2) besides, arrays of the MLP's hidden size per block, for the same values."""
     return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_fwd(x):
+    return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+    """g · gelu'(x) = g · (½ erfc(u) + ½x · (−2/√π) e^{−u²} · (−1/√2)), u = −x/√2: the transpose of JAX's JVP of
+    ``jax.nn.gelu``, operation for operation, so that the gradient is bit-identical to autodiff's.
+
+    The optimization barrier ties the recomputation to the incoming cotangent g: without it XLA's CPU scheduler
+    computes erfc and exp of every block right after the forward pass and keeps them all until their backward
+    (benchmarks/README.md, "What the backward pass keeps")."""
+    x, g = jax.lax.optimization_barrier((x, g))
+    half_x = 0.5 * x
+    u = -x * _SQRT_HALF
+    g_erfc = (_MINUS_TWO_OVER_SQRT_PI * (half_x * g)) * jnp.exp(-jnp.square(u))
+    return (-(g_erfc * _SQRT_HALF) + 0.5 * (g * jax.lax.erfc(u)),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 def conv_as_matmul(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,

@@ -205,18 +205,25 @@ def _policy_softmax_bwd(num_template, residuals, g):
     (B,H,N,N) array some 60× slower (GRM-B/256 shapes: 11 ms against 0.17 ms).
     """
     logits, decision = residuals
+    return _softmax_cotangents(logits, decision, num_template, lambda w: g)
+
+
+def _softmax_cotangents(logits, decision, num_template, weights_cotangent):
+    """(∂L/∂logits, ∂L/∂decision) of :func:`policy_softmax` (formulas in :func:`_policy_softmax_bwd`), the mask, exp
+    and weights recomputed from the logits and decisions; ``weights_cotangent(w)`` gives ∂L/∂w from the recomputed
+    float32 weights w (:func:`_policy_attention_bwd` needs them for it)."""
     n, heads = logits.shape[-1], logits.shape[1]
     policy = token_policy(decision, num_template).astype(jnp.float32)
     mask = attention_mask(policy)
     a = logits.astype(jnp.float32)
-    g = g.astype(jnp.float32)
     m = jnp.max(a, axis=-1, keepdims=True)
     x = jnp.exp(a - m)
     e = x * mask
-    is_max = (a == m).astype(jnp.float32)
     s = jnp.sum(e, axis=-1, keepdims=True)
-    q = jnp.sum(g * e, axis=-1, keepdims=True)
     denom = s + EPS
+    g = weights_cotangent((e + EPS / n) / denom).astype(jnp.float32)
+    is_max = (a == m).astype(jnp.float32)
+    q = jnp.sum(g * e, axis=-1, keepdims=True)
     r = (q + EPS / n * jnp.sum(g, axis=-1, keepdims=True)) / denom
     max_share = (q - r * s) / denom / jnp.sum(is_max, axis=-1, keepdims=True)
     delta = (g - r) / denom
@@ -232,6 +239,47 @@ def _policy_softmax_bwd(num_template, residuals, g):
 
 
 policy_softmax.defvjp(_policy_softmax_fwd, _policy_softmax_bwd)
+
+
+def _accumulate(dtype) -> dict:
+    """float32 accumulation for 16-bit operands; nothing for float32 (the reference program)."""
+    return {} if jnp.dtype(dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def policy_attention(logits: Array, decision: Array, v: Array, num_template: int) -> Array:
+    """The attention output W·V (B,H,N,d) of the division layers, W = :func:`policy_softmax` (logits, decisions).
+
+    The forward pass is exactly that composition. The backward pass (:func:`_policy_attention_bwd`) keeps the
+    logits, the decisions and V, and recomputes W from the logits: the composition's own backward keeps W (B,H,N,N)
+    for ∂L/∂V = Wᵀ·G besides the logits the softmax keeps.
+    """
+    weights = policy_softmax(logits, decision, num_template)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, **_accumulate(v.dtype))
+
+
+def _policy_attention_fwd(logits, decision, v, num_template):
+    return policy_attention(logits, decision, v, num_template), (logits, decision, v)
+
+
+def _policy_attention_bwd(num_template, residuals, g):
+    """∂L/∂V = Wᵀ·G and ∂L/∂W = G·Vᵀ (the matmuls autodiff forms), with W recomputed; then the softmax's cotangents
+    (:func:`_softmax_cotangents`). The optimization barrier ties the recomputation to G, as in
+    ``layers._gelu_bwd``: otherwise XLA's CPU scheduler recomputes every layer's weights early and keeps them."""
+    logits, decision, v, g = jax.lax.optimization_barrier((*residuals, g))
+    acc = _accumulate(v.dtype)
+    g = g.astype(v.dtype)
+    d_v = []
+
+    def weights_cotangent(w):
+        d_v.append(jnp.einsum("bhqk,bhqd->bhkd", w.astype(v.dtype), g, **acc).astype(v.dtype))
+        return jnp.einsum("bhqd,bhkd->bhqk", g, v, **acc)
+
+    d_logits, d_decision = _softmax_cotangents(logits, decision, num_template, weights_cotangent)
+    return d_logits, d_decision, d_v[0]
+
+
+policy_attention.defvjp(_policy_attention_fwd, _policy_attention_bwd)
 
 
 def visibility_mask(decision: Array, num_template: int) -> Array:
@@ -340,17 +388,17 @@ class Attention(nn.Module):
             out = fused_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], visible)
         else:
             # float32 logits and weights whatever the dtype (a no-op for float32: the reference program).
-            acc = {} if jnp.dtype(cfg.dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
+            acc = _accumulate(cfg.dtype)
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
-            if self.divide:
-                # Keeps only the logits and decisions for the backward pass, which recomputes the mask, exp and
-                # weights (B,H,N,N) (GRM-B/256 train step: 486 → 392 MB per sample against keeping them, XLA's
-                # memory analysis; same values).
-                weights = policy_softmax(logits, decision, cfg.num_template)
-            else:
-                weights = jax.nn.softmax(logits, axis=-1)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;
             # the "bqhd" output layout went to a slower generic dot (same values, bit for bit).
-            out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, **acc).transpose(0, 2, 1, 3)
+            if self.divide:
+                # Keeps only the logits, decisions and V for the backward pass, which recomputes the mask, exp and
+                # weights (B,H,N,N) (benchmarks/README.md: GRM-B/256 train step, XLA's memory analysis; same values).
+                out = policy_attention(logits, decision, v, cfg.num_template)
+            else:
+                weights = jax.nn.softmax(logits, axis=-1)
+                out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, **acc)
+            out = out.transpose(0, 2, 1, 3)
         return self._dense(dim, "proj")(out.reshape(batch, n, dim)), aux

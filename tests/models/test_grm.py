@@ -129,9 +129,9 @@ def test_division_mlp_learns_only_through_the_mask(tiny_model_and_variables, tin
         return _divide_grad_norm(grads, expected_leaves=3 * 2 * (model.config.depth - 1))
 
     assert divide_grad_norm() > 0
-    original = relation.policy_softmax  # the masked softmax, whose mask the decisions build
-    monkeypatch.setattr(relation, "policy_softmax",
-                        lambda logits, decision, nz: original(logits, jax.lax.stop_gradient(decision), nz))
+    original = relation.policy_attention  # the masked attention, whose mask the decisions build
+    monkeypatch.setattr(relation, "policy_attention",
+                        lambda logits, decision, v, nz: original(logits, jax.lax.stop_gradient(decision), v, nz))
     jax.clear_caches()  # traced forms are cached per function: trace it anew
     assert divide_grad_norm() == 0.0
     monkeypatch.undo()

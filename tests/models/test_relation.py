@@ -110,6 +110,62 @@ def test_policy_softmax_backward_equals_autodiff_of_the_composition(case):
         assert np.abs(np.asarray(reference[1])).max() > 1e3  # the regime where the mask gradient explodes
 
 
+@pytest.mark.parametrize("case", ["random", "masked_max"])
+def test_policy_attention_backward_equals_autodiff_of_the_composition(case):
+    """relation.policy_attention (W·V with W the masked softmax, W recomputed in the backward pass): the same
+    forward values as the composition, and the cotangents of the logits, the division log-probabilities, the
+    decisions and V that JAX's autodiff of the composition gives (with the written softmax backward inside it, and
+    with plain autodiff of the softmax's parts)."""
+    nz, ns, heads, dim = 3, 6, 2, 4
+    n = nz + ns
+    keys = jax.random.split(jax.random.PRNGKey(5), 5)
+    logits = jax.random.normal(keys[0], (2, heads, n, n)) * 4
+    logp = jax.nn.log_softmax(jax.random.normal(keys[1], (2, ns, 2)))
+    noise = jax.random.gumbel(keys[2], logp.shape)
+    decision = relation.gumbel_hard(logp, noise)
+    if case == "masked_max":
+        row = nz + int(np.flatnonzero(np.asarray(decision[0, :, 1]) < 0.5)[0])
+        logits = logits.at[0, :, row, 0].set(60.0)
+    v = jax.random.normal(keys[3], (2, heads, n, dim))
+    cotangent = jax.random.normal(keys[4], v.shape)
+
+    def composed(softmax):
+        return lambda a, d, v, nz: jnp.einsum("bhqk,bhkd->bhqd", softmax(a, d, nz), v)
+
+    np.testing.assert_array_equal(np.asarray(relation.policy_attention(logits, decision, v, nz)),
+                                  np.asarray(composed(relation.policy_softmax)(logits, decision, v, nz)))
+
+    def grads(fn):
+        loss = lambda a, lp, d, v: jnp.sum(fn(a, relation.gumbel_hard(lp, noise) + d, v, nz) * cotangent)
+        return jax.grad(loss, argnums=(0, 1, 2, 3))(logits, logp, jnp.zeros_like(decision), v)
+
+    ours = grads(relation.policy_attention)
+    for reference in (grads(composed(relation.policy_softmax)), grads(composed(_composed_policy_softmax))):
+        for name, a, b in zip(("logits", "division log-probabilities", "decisions", "V"), ours, reference):
+            a, b = np.asarray(a), np.asarray(b)
+            scale = np.abs(b).max()
+            assert scale > 0, name
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale, err_msg=name)  # float32 rounding
+
+
+def test_policy_attention_keeps_no_weights():
+    """What the backward pass keeps of one division layer: the logits, the decisions and V, not the (B,H,N,N)
+    weights that the composition's W·V keeps besides the logits."""
+    from jax._src.ad_checkpoint import saved_residuals
+    nz, n = 3, 9
+    logits, v = jnp.ones((2, 2, n, n)), jnp.ones((2, 2, n, 4))
+    decision = jnp.ones((2, n - nz, 2)) * jnp.array([0.0, 1.0])
+    square = (2, 2, n, n)
+
+    def kept(fn):
+        return sum(aval.shape == square for aval, _ in saved_residuals(
+            lambda a, v: jnp.sum(fn(a * 1.0, decision, v * 1.0, nz)), logits, v))
+
+    composed = lambda a, d, v, nz: jnp.einsum("bhqk,bhkd->bhqd", relation.policy_softmax(a, d, nz), v)
+    assert kept(relation.policy_attention) == 1  # the logits
+    assert kept(composed) == 2  # the logits and the weights
+
+
 def test_select_tokens_threshold_rules():
     # p0 values: 0.3, 0.5, 0.7 → log-probs.
     p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
