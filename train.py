@@ -13,7 +13,7 @@ import sys
 import jax
 from absl import flags
 
-from grm_jax import cli, compilation_cache, distributed
+from grm_jax import cli, compilation_cache, distributed, xla_flags
 from grm_jax.config import validate
 from grm_jax.train.run import train_and_evaluate
 
@@ -30,6 +30,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run(fv: flags.FlagValues, args: list[str]) -> int:
     """Trains (and evaluates) as the flags say; the exit status (:data:`EXIT_PREEMPTED` after SIGTERM)."""
+    xla_flags.prefer_memory_scheduler()  # before JAX starts: the CPU step scheduled for memory (grm_jax/xla_flags.py)
     compilation_cache.enable()  # $GRM_JAX_CACHE ("off" to disable), else ~/.cache/grm_jax/xla
     cli.no_arguments(args)
     config = fv.config

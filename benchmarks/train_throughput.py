@@ -17,11 +17,14 @@ is ≥ 80 %).
 ``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
+The step is compiled as ``train.py`` compiles it, with XLA's CPU scheduler set for memory
+(``grm_jax/xla_flags.py``); ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true`` measures XLA's default.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import resource
 import sys
@@ -36,7 +39,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from forward import model_dtype, precision_scope, reference_gflops  # noqa: E402
 
-from grm_jax import cli  # noqa: E402
+from grm_jax import cli, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
@@ -116,10 +119,11 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     """Prints the training step's time and memory per config, remat and batch size."""
+    xla_flags.prefer_memory_scheduler()  # as train.py does, before JAX starts (unless $XLA_FLAGS names the option)
     cli.no_arguments(argv)
     args = cli.namespace(fv)
     rows = []
-    print(f"devices: {jax.devices()}\n")
+    print(f"devices: {jax.devices()}; XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}\n")
     print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | GFLOP/s | "
           "matmul GF/s | % matmul | peak MB | temp MB | temp MB per added sample |")
     print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
