@@ -64,8 +64,8 @@ def get_config(arg=None):
     # official recipe every division layer collapses to "every token interacts" (or none): the mask's gradient
     # explodes (up to 1/ε per token) wherever the division is mixed, and on this data interacting costs nothing.
     # The decisions' gradient bounded at 1e-3 and each layer taught that the tokens of the target box, grown by one
-    # token, interact: held-out division 39-45 %, the target's tokens 2.1-2.4x as often as the others, AUC 42.7
-    # (seeds 1, 2: 44.2, 41.1; 55.2 with the rounding before commit 726a91b; README, "What the demo shows").
+    # token, interact: held-out division 48-52 %, the target's tokens 1.5-1.6x as often as the others, AUC 43.5
+    # (commit dfc3996; other programs, seeds and processors 41-48, once 55.2; README, "What the demo shows").
     c.train.division_grad_clip = 1e-3
     c.train.box_division_weight = 1.0
     c.train.box_division_margin = 1.0
