@@ -205,13 +205,13 @@ def _policy_softmax_bwd(num_template, residuals, g):
     (B,H,N,N) array some 60× slower (GRM-B/256 shapes: 11 ms against 0.17 ms).
     """
     logits, decision = residuals
-    return _softmax_cotangents(logits, decision, num_template, lambda w: g)
+    return _softmax_cotangents(logits, decision, num_template, g)[:2]
 
 
-def _softmax_cotangents(logits, decision, num_template, weights_cotangent):
-    """(∂L/∂logits, ∂L/∂decision) of :func:`policy_softmax` (formulas in :func:`_policy_softmax_bwd`), the mask, exp
-    and weights recomputed from the logits and decisions; ``weights_cotangent(w)`` gives ∂L/∂w from the recomputed
-    float32 weights w (:func:`_policy_attention_bwd` needs them for it)."""
+def _softmax_cotangents(logits, decision, num_template, g):
+    """(∂L/∂logits, ∂L/∂decision, w) of :func:`policy_softmax` for the weights' cotangent ``g`` (formulas in
+    :func:`_policy_softmax_bwd`), the mask, exp and weights recomputed from the logits and decisions; w are those
+    float32 weights (:func:`_policy_attention_bwd` needs them for ∂L/∂V)."""
     n, heads = logits.shape[-1], logits.shape[1]
     policy = token_policy(decision, num_template).astype(jnp.float32)
     mask = attention_mask(policy)
@@ -221,7 +221,7 @@ def _softmax_cotangents(logits, decision, num_template, weights_cotangent):
     e = x * mask
     s = jnp.sum(e, axis=-1, keepdims=True)
     denom = s + EPS
-    g = weights_cotangent((e + EPS / n) / denom).astype(jnp.float32)
+    g = g.astype(jnp.float32)
     is_max = (a == m).astype(jnp.float32)
     q = jnp.sum(g * e, axis=-1, keepdims=True)
     r = (q + EPS / n * jnp.sum(g, axis=-1, keepdims=True)) / denom
@@ -235,7 +235,7 @@ def _softmax_cotangents(logits, decision, num_template, weights_cotangent):
     column_a = policy[..., TEMPLATE] + column_s
     d_decision = jnp.stack([jnp.sum(d_search * column_s[:, None, :], axis=-1),
                             jnp.sum(d_search * column_a[:, None, :], axis=-1)], axis=-1)
-    return d_logits.astype(logits.dtype), d_decision.astype(decision.dtype)
+    return d_logits.astype(logits.dtype), d_decision.astype(decision.dtype), (e + EPS / n) / denom
 
 
 policy_softmax.defvjp(_policy_softmax_fwd, _policy_softmax_bwd)
@@ -269,14 +269,9 @@ def _policy_attention_bwd(num_template, residuals, g):
     logits, decision, v, g = jax.lax.optimization_barrier((*residuals, g))
     acc = _accumulate(v.dtype)
     g = g.astype(v.dtype)
-    d_v = []
-
-    def weights_cotangent(w):
-        d_v.append(jnp.einsum("bhqk,bhqd->bhkd", w.astype(v.dtype), g, **acc).astype(v.dtype))
-        return jnp.einsum("bhqd,bhkd->bhqk", g, v, **acc)
-
-    d_logits, d_decision = _softmax_cotangents(logits, decision, num_template, weights_cotangent)
-    return d_logits, d_decision, d_v[0]
+    d_logits, d_decision, w = _softmax_cotangents(logits, decision, num_template,
+                                                  jnp.einsum("bhqd,bhkd->bhqk", g, v, **acc))
+    return d_logits, d_decision, jnp.einsum("bhqk,bhqd->bhkd", w.astype(v.dtype), g, **acc).astype(v.dtype)
 
 
 policy_attention.defvjp(_policy_attention_fwd, _policy_attention_bwd)
