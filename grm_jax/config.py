@@ -162,6 +162,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.test.template_size = c.model.get_ref("template_size")
     c.test.search_factor = 4.0
     c.test.search_size = c.model.get_ref("search_size")
+    # Not official (1.0 = the official tracker, which takes the predicted size as it is): the fraction of the change
+    # of width and height that a frame's prediction makes, w ← w + λ·(w_pred − w), as SiamFC's and SiamRPN's
+    # trackers smooth the scale (docs/tracking.md#size-update).
+    c.test.size_update = 1.0
     # TEST.HYPER: the division threshold per dataset (docs/tracking.md#division-threshold); keys are `--dataset`
     # names upper-cased.
     c.test.hyper = ml_collections.ConfigDict(
@@ -219,6 +223,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if "test" in config:
         for name, value in config.test.hyper.items():
             check_threshold(value, f"config.test.hyper.{name}")
+        size_update = config.test.get("size_update", 1.0)
+        if isinstance(size_update, bool) or not isinstance(size_update, (int, float)) or not 0.0 < size_update <= 1.0:
+            raise ValueError(f"config.test.size_update = {size_update!r} must be a number in (0, 1] (1: the official "
+                             "tracker)")
     if "train" in config:
         _validate_train(config)
     if "data" in config and "synthetic" in config.data:

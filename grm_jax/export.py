@@ -85,6 +85,9 @@ def export_tracker(model, variables, params: TrackerParams, frame_size: tuple[in
                    platforms=("cpu", "cuda")) -> tuple[export.Exported, export.Exported, dict]:
     """``(prepare, track, variables)`` exported for ``platforms``; batch symbolic, frame size symbolic unless
     ``frame_size`` = (H, W)."""
+    if params.size_update != 1.0:
+        raise ValueError(f"config.test.size_update = {params.size_update}: the exported runtime applies the official "
+                         "size update (1.0); export with size_update = 1")
     variables = plain_variables(variables)
     b, h, w = export.symbolic_shape("b, h, w")
     if frame_size is not None:

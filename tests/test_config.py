@@ -176,3 +176,11 @@ def test_unknown_config_key_is_named():
     config = load_config("tiny")
     with pytest.raises(AttributeError, match="tgt_typ"):
         config.model.tgt_typ = "allmax"
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -0.1])
+def test_size_update_out_of_range_is_named(value):
+    config = load_config("tiny")
+    config.test.size_update = value
+    with pytest.raises(ValueError, match=r"config\.test\.size_update"):
+        config_lib.validate(config)

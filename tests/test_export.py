@@ -172,3 +172,8 @@ def test_export_main_twice_in_one_process(tmp_path, capsys):
         assert meta["frame_size"] == [int(v) for v in frame_size.split(",")]
     assert grm_export.main(["grm-export", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x")]) == 1
     assert capsys.readouterr().err.strip().startswith(f"error: no checkpoint in {tmp_path / 'none'}")
+
+
+def test_export_refuses_a_damped_size_update():
+    with pytest.raises(ValueError, match="size_update"):
+        grm_export.export_tracker(None, {}, TrackerParams(size_update=0.5))

@@ -49,6 +49,7 @@ class TrackerParams:
     threshold: float = 0.0
     crop: str = "host"  # "host" (exact) or "device"
     hann_window: bool = True  # the official score penalty; False only to measure what it does (diagnostics)
+    size_update: float = 1.0  # λ of :func:`update_size` (docs/tracking.md#size-update); 1 = the official tracker
 
     @classmethod
     def from_config(cls, config, dataset: str | None = None, crop: str = "host",
@@ -59,7 +60,7 @@ class TrackerParams:
         t = config.test
         return cls(template_factor=float(t.template_factor), template_size=int(t.template_size),
                    search_factor=float(t.search_factor), search_size=int(t.search_size),
-                   threshold=float(threshold), crop=crop)
+                   threshold=float(threshold), crop=crop, size_update=float(t.size_update))
 
 
 def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndarray,
@@ -78,6 +79,19 @@ def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndar
     cx_real = cx + (pcx - half)
     cy_real = cy + (pcy - half)
     return np.stack([cx_real - 0.5 * w, cy_real - 0.5 * h, w, h], axis=-1)
+
+
+def update_size(mapped: np.ndarray, state: np.ndarray, size_update: float) -> np.ndarray:
+    """The predicted box with its size moved only λ of the way from the previous box's, centre kept:
+
+    cx, cy from ``mapped``; w = w_prev + λ·(w_pred − w_prev), h likewise; (x, y) = (cx − w/2, cy − h/2).
+    λ = 1 returns ``mapped`` itself (the official tracker); boxes (…, 4) as (x, y, w, h).
+    """
+    if size_update == 1.0:
+        return mapped
+    centre = mapped[..., :2] + 0.5 * mapped[..., 2:4]
+    size = state[..., 2:4] + size_update * (mapped[..., 2:4] - state[..., 2:4])
+    return np.concatenate([centre - 0.5 * size, size], axis=-1)
 
 
 def crop_box_to_pixels(box: np.ndarray, search_size: int, resize_factor: np.ndarray) -> np.ndarray:
@@ -255,7 +269,7 @@ class BatchTracker:
                 maps = dict(maps, search_crop=np.stack([c if c is not None else np.zeros(x.shape[1:], np.uint8)
                                                         for c in crops]))
             pixels = crop_box_to_pixels(box, p.search_size, rf)
-        mapped = map_box_back(pixels, self.state, rf, p.search_size)
+        mapped = update_size(map_box_back(pixels, self.state, rf, p.search_size), self.state, p.size_update)
         for i, frame in enumerate(frames):
             if frame is not None:
                 height, width = frame.shape[:2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, map_box_back, track_sequences
+from grm_jax.track.tracker import BatchTracker, Tracker, TrackerParams, map_box_back, track_sequences, update_size
 from helpers import OFFICIAL
 
 
@@ -110,3 +110,25 @@ def test_tracker_rejects_mismatched_sizes(tiny_model_and_variables):
     model, variables = tiny_model_and_variables
     with pytest.raises(ValueError, match="crop sizes 128/256"):
         Tracker(model, variables, TrackerParams(template_size=128, search_size=256))
+
+
+def test_update_size_keeps_centre_and_moves_size_by_lambda():
+    state = np.array([[10.0, 20.0, 40.0, 20.0]])
+    mapped = np.array([[30.0, 10.0, 80.0, 60.0]])  # centre (70, 40)
+    assert update_size(mapped, state, 1.0) is mapped  # the official update, untouched
+    out = update_size(mapped, state, 0.25)
+    np.testing.assert_allclose(out, [[70.0 - 25.0, 40.0 - 15.0, 50.0, 30.0]], rtol=0, atol=1e-12)
+
+
+def test_size_update_changes_the_tracked_state(tiny_model_and_variables):
+    model, variables = tiny_model_and_variables
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (120, 160, 3), np.uint8) for _ in range(3)]
+    boxes = {}
+    for lam in (1.0, 0.5):
+        tracker = Tracker(model, variables, TrackerParams(template_size=64, search_size=128, size_update=lam))
+        tracker.initialize(frames[0], [50, 40, 30, 24])
+        boxes[lam] = tracker.track(frames[1])
+    full, half = boxes[1.0], boxes[0.5]
+    np.testing.assert_allclose(full[:2] + full[2:] / 2, half[:2] + half[2:] / 2, atol=1e-6)  # same centre
+    np.testing.assert_allclose(half[2:], [30, 24] + 0.5 * (full[2:] - [30, 24]), atol=1e-6)
