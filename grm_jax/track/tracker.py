@@ -60,7 +60,7 @@ class TrackerParams:
         t = config.test
         return cls(template_factor=float(t.template_factor), template_size=int(t.template_size),
                    search_factor=float(t.search_factor), search_size=int(t.search_size),
-                   threshold=float(threshold), crop=crop, size_update=float(t.size_update))
+                   threshold=float(threshold), crop=crop, size_update=float(t.get("size_update", 1.0)))
 
 
 def map_box_back(pred_box: np.ndarray, state: np.ndarray, resize_factor: np.ndarray,
