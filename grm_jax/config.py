@@ -224,7 +224,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         for name, value in config.test.hyper.items():
             check_threshold(value, f"config.test.hyper.{name}")
         size_update = config.test.get("size_update", 1.0)
-        if isinstance(size_update, bool) or not isinstance(size_update, (int, float)) or not 0.0 < size_update <= 1.0:
+        _check_number(size_update, "test.size_update", 0.0, strict=True)
+        if size_update > 1.0:
             raise ValueError(f"config.test.size_update = {size_update!r} must be a number in (0, 1] (1: the official "
                              "tracker)")
     if "train" in config:

@@ -123,7 +123,7 @@ def test_update_size_keeps_centre_and_moves_size_by_lambda():
 def test_size_update_changes_the_tracked_state(tiny_model_and_variables):
     model, variables = tiny_model_and_variables
     rng = np.random.default_rng(3)
-    frames = [rng.integers(0, 255, (120, 160, 3), np.uint8) for _ in range(3)]
+    frames = [rng.integers(0, 255, (120, 160, 3), np.uint8) for _ in range(2)]
     boxes = {}
     for lam in (1.0, 0.5):
         tracker = Tracker(model, variables, TrackerParams(template_size=64, search_size=128, size_update=lam))
