@@ -25,6 +25,7 @@ BACKBONES = {
 TGT_TYPES = ("allmax", "allavg", "roimax", "roiavg")
 ATTENTION_IMPLS = ("masked", "fused")
 DTYPES = ("float32", "bfloat16")
+POS_EMBED_INITS = ("normal", "sincos")  # config.train.pos_embed_init
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -123,6 +124,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Added to the interact logit of every division MLP at initialisation (0 = official init; see
     # grm_jax/train/loop.py with_divide_bias).
     c.train.divide_init_bias = 0.0
+    # Starting values of the position tables of a model trained from scratch: "normal" (N(0, 0.02²), the fresh
+    # init) or "sincos" (MAE's 2-D sine-cosine pos_embed, resized to pos_embed_z / pos_embed_x as the official
+    # finetune_track resizes a pretrained one; grm_jax/train/loop.py with_sincos_pos_embed). Ignored for the
+    # tables an init_checkpoint brings.
+    c.train.pos_embed_init = "normal"
     c.train.weight_decay = 1e-4
     c.train.epochs = 300
     c.train.lr_drop_epoch = 240
@@ -294,6 +300,10 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _check_choice(t.scheduler, ("step",), "train.scheduler")
     _check_choice(t.parallel, ("pmap", "shard_map"), "train.parallel")
     _check_choice(t.remat, ("none", "block"), "train.remat")
+    _check_choice(t.pos_embed_init, POS_EMBED_INITS, "train.pos_embed_init")
+    if t.pos_embed_init == "sincos" and config.model.embed_dim % 4:
+        raise ValueError(f"config.train.pos_embed_init = 'sincos' needs config.model.embed_dim divisible by 4, "
+                         f"got {config.model.embed_dim}")
     if t.parallel == "shard_map" and not t.sync_batch_stats:
         raise ValueError("config.train.parallel = 'shard_map' needs config.train.sync_batch_stats = True")
     _check_int(t.num_processes, "train.num_processes", 0)

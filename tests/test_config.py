@@ -159,6 +159,18 @@ def test_bad_training_options_are_named(key, value, message):
     config_lib.validate(config)
 
 
+def test_bad_pos_embed_init_is_named():
+    config = load_config("tiny")
+    config.train.pos_embed_init = "fourier"
+    with pytest.raises(ValueError, match=re.escape("config.train.pos_embed_init = 'fourier' is not one of")):
+        config_lib.validate(config)
+    config.train.pos_embed_init = "sincos"
+    config_lib.validate(config)
+    config.model.embed_dim, config.model.num_heads = 198, 3  # 198 = 3 · 66, not a multiple of 4
+    with pytest.raises(ValueError, match="embed_dim divisible by 4, got 198"):
+        config_lib.validate(config)
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("min_contrast", -1.0, "config.data.synthetic.min_contrast = -1.0 must be a number >= 0.0"),
     ("val_min_contrast", 250.0, "config.data.synthetic.val_min_contrast = 250.0 must be <= 200 grey levels"),

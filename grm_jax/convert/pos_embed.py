@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-__all__ = ["TORCH_CUBIC_A", "cubic_kernel", "bicubic_weight_matrix", "bicubic_resize_torch", "resize_pos_embed"]
+__all__ = ["TORCH_CUBIC_A", "cubic_kernel", "bicubic_weight_matrix", "bicubic_resize_torch", "resize_pos_embed",
+           "sincos_pos_embed"]
 
 TORCH_CUBIC_A = -0.75  # PyTorch's cubic-convolution coefficient (upsample_bicubic2d)
 
@@ -102,3 +103,24 @@ def resize_pos_embed(pos_embed, grid_hw: tuple[int, int], out_hw: tuple[int, int
     grid = pos_embed[0, patch_start_index:, :].reshape(h, w, dim)
     resized = bicubic_resize_torch(grid, out_h, out_w, out_dtype=np.float32)
     return resized.reshape(1, out_h * out_w, dim)
+
+
+def sincos_pos_embed(dim: int, grid: int, extra_tokens: int = 1) -> np.ndarray:
+    """The fixed 2-D sine-cosine table of MAE's ViTs (facebookresearch/mae ``util/pos_embed.py``), the ``pos_embed``
+    every MAE checkpoint carries: (1, extra_tokens + grid², dim) float32, the extra (cls) rows 0.
+
+    Token t = row·grid + col. The first dim/2 channels encode the column c, the last dim/2 the row r, each as
+    [sin(p·ω_k), cos(p·ω_k)] over k = 0 … dim/4 − 1 with ω_k = 10000^(−k/(dim/4)), p = c or r.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine table needs an embedding dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    rows, cols = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
+
+    def axis(position):
+        angles = position.reshape(-1, 1) * omega
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    table = np.concatenate([axis(cols), axis(rows)], axis=1)
+    table = np.concatenate([np.zeros((extra_tokens, dim)), table], axis=0)
+    return table[None].astype(np.float32)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grm_jax.convert.pos_embed import bicubic_resize_torch, bicubic_weight_matrix, resize_pos_embed
+from grm_jax.convert.pos_embed import bicubic_resize_torch, bicubic_weight_matrix, resize_pos_embed, sincos_pos_embed
 from grm_jax.convert.pth_io import load_pth
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "official" / "grm_tiny" / "state_dict.pth"
@@ -150,3 +150,26 @@ def test_jax_image_resize_bicubic_is_a_different_kernel(tiny_state):
         # > 1e-3 on the fixture's real table (|values| < 0.1): far beyond float32 noise (1e-8), so a
         # jax.image.resize-based port could not reproduce the official pos_embed_z / pos_embed_x
         assert np.abs(ours - theirs).max() > 1e-3
+
+
+def test_sincos_pos_embed_channels_follow_the_formula():
+    # Token t = r·grid + c: channels [sin(cω), cos(cω), sin(rω), cos(rω)], ω_k = 10000^(−k/(dim/4)).
+    dim, grid = 16, 5
+    table = sincos_pos_embed(dim, grid)
+    assert table.shape == (1, 1 + grid * grid, dim) and table.dtype == np.float32
+    np.testing.assert_array_equal(table[0, 0], 0.0)  # the cls row
+    omega = 10000.0 ** (-np.arange(4) / 4)
+    r, c = 3, 1
+    expected = np.concatenate([np.sin(c * omega), np.cos(c * omega), np.sin(r * omega), np.cos(r * omega)])
+    np.testing.assert_allclose(table[0, 1 + r * grid + c], expected, rtol=0, atol=1e-6)  # float32 rounding
+
+
+def test_sincos_pos_embed_similarity_depends_only_on_the_offset():
+    # ⟨p(r,c), p(r',c')⟩ = Σ_k cos((c − c')ω_k) + cos((r − r')ω_k): the same for every pair at the same offset.
+    table = sincos_pos_embed(32, 6)[0, 1:].astype(np.float64).reshape(6, 6, 32)
+    a = table[1, 2] @ table[3, 5]
+    b = table[2, 0] @ table[4, 3]
+    omega = 10000.0 ** (-np.arange(8) / 8)
+    np.testing.assert_allclose([a, b], np.sum(np.cos(3 * omega)) + np.sum(np.cos(2 * omega)), rtol=1e-6)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed(18, 4)

@@ -1,10 +1,12 @@
-"""grm_jax.train.loop.init_train_state: the optional initial division bias (``config.train.divide_init_bias``)."""
+"""grm_jax.train.loop.init_train_state: the optional initial division bias (``config.train.divide_init_bias``) and
+position tables (``config.train.pos_embed_init``)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
+from grm_jax.convert.pos_embed import resize_pos_embed, sincos_pos_embed
 from grm_jax.models import build_model
 from grm_jax.train.loop import init_train_state
 from grm_jax.train.optimizer import make_optimizer
@@ -36,3 +38,22 @@ def test_divide_init_bias_moves_only_the_interact_logit(tiny_outputs):
         out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, z, x, mask, train=False)
         gaps.append(np.asarray(out["divide_logp"][..., 1] - out["divide_logp"][..., 0]))
     np.testing.assert_allclose(gaps[1][0] - gaps[0][0], 3.0, atol=1e-5)
+
+
+def test_sincos_pos_embed_init_sets_only_the_position_tables():
+    config = load_config("tiny")
+    model = build_model(config)
+    fresh = init_train_state(config, model, lambda p: make_optimizer(config, p, 10))
+    config.train.pos_embed_init = "sincos"
+    sincos = init_train_state(config, model, lambda p: make_optimizer(config, p, 10))
+    moved = [jax.tree_util.keystr(path) for (path, a), b in
+             zip(jax.tree_util.tree_leaves_with_path(fresh.params), jax.tree_util.tree_leaves(sincos.params))
+             if not np.array_equal(a, b)]
+    assert sorted(moved) == sorted(f"['backbone']['{n}']" for n in ("pos_embed", "pos_embed_x", "pos_embed_z"))
+    backbone = sincos.params["backbone"]
+    m = config.model
+    table = sincos_pos_embed(m.embed_dim, m.pos_embed_grid)
+    np.testing.assert_array_equal(backbone["pos_embed"], table)
+    # The search grid (8 x 8) resized from the 14 x 14 table as finetune_track resizes a pretrained one.
+    np.testing.assert_array_equal(backbone["pos_embed_x"], resize_pos_embed(table, (14, 14), (8, 8)))
+    assert np.asarray(backbone["pos_embed_z"]).shape == (1, 16, m.embed_dim)
