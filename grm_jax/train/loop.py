@@ -52,17 +52,26 @@ class TrainResult:
     preempted: bool = False  # SIGTERM stopped the run before its last step (the checkpoint is saved)
 
 
-def init_train_state(config, model, optimizer_factory) -> TrainState:
-    """Fresh variables (seed ``config.train.seed``) or those of ``config.train.init_checkpoint``."""
+def initial_variables(config, model) -> dict:
+    """The variables training starts from: fresh ones (seed ``config.train.seed``) or those of
+    ``config.train.init_checkpoint``, then the initialisation options (``train.divide_init_bias``,
+    ``train.pos_embed_init``). Also the "untrained" baseline of ``train.py``'s evaluation."""
     variables = host_init(model, *example_inputs(config), seed=config.train.seed)
     if config.train.init_checkpoint:
         loaded, _ = checkpoints.load_variables(config.train.init_checkpoint)
         variables = {**variables, **loaded}
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params = variables["params"]
     if config.train.divide_init_bias:
         params = with_divide_bias(params, config.train.divide_init_bias)
     if config.train.pos_embed_init == "sincos" and not config.train.init_checkpoint:
         params = with_sincos_pos_embed(params, config.model)
+    return {**variables, "params": params}
+
+
+def init_train_state(config, model, optimizer_factory) -> TrainState:
+    """The train state at step 0: :func:`initial_variables` and the optimizer's initial state."""
+    variables = initial_variables(config, model)
+    params, batch_stats = variables["params"], variables["batch_stats"]
     return create_state(params, batch_stats, optimizer_factory(params))
 
 

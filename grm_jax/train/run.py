@@ -13,8 +13,8 @@ from grm_jax.data.datasets import make_builder, prepare, synthetic_builder_confi
 from grm_jax.data.pipeline import make_train_batches
 from grm_jax.data.source import DatasetSource
 from grm_jax.evaluate.run import evaluate, evaluate_with_baselines, format_comparison
-from grm_jax.models import build_model, example_inputs, host_init
-from grm_jax.train.loop import train
+from grm_jax.models import build_model
+from grm_jax.train.loop import initial_variables, train
 
 
 def open_training_sources(config: ml_collections.ConfigDict) -> list:
@@ -55,7 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                       step=int(result.state["step"]))
         if config.eval.baselines and jax.process_count() == 1:
             model = build_model(config)
-            initial = host_init(model, *example_inputs(config), seed=config.train.seed)
+            initial = initial_variables(config, model)  # the weights training started from
             evaluation = evaluate_with_baselines(config, variables, initial, config.eval.dataset,
                                                  config.data.data_dir, workdir / "results", **common)
             evaluation["comparison"] = format_comparison(evaluation, f"trained (step {common['step']})")

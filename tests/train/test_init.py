@@ -1,14 +1,15 @@
-"""grm_jax.train.loop.init_train_state: the optional initial division bias (``config.train.divide_init_bias``) and
-position tables (``config.train.pos_embed_init``)."""
+"""grm_jax.train.loop.initial_variables / init_train_state: the init checkpoint and the optional initialisations
+(``config.train.divide_init_bias``, ``config.train.pos_embed_init``)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
+from grm_jax import checkpoints
 from grm_jax.convert.pos_embed import resize_pos_embed, sincos_pos_embed
 from grm_jax.models import build_model
-from grm_jax.train.loop import init_train_state
+from grm_jax.train.loop import init_train_state, initial_variables
 from grm_jax.train.optimizer import make_optimizer
 from helpers import load_config, tiny_inputs
 
@@ -57,3 +58,19 @@ def test_sincos_pos_embed_init_sets_only_the_position_tables():
     # The search grid (8 x 8) resized from the 14 x 14 table as finetune_track resizes a pretrained one.
     np.testing.assert_array_equal(backbone["pos_embed_x"], resize_pos_embed(table, (14, 14), (8, 8)))
     assert np.asarray(backbone["pos_embed_z"]).shape == (1, 16, m.embed_dim)
+
+
+def test_init_checkpoint_brings_its_own_weights_and_position_tables(tmp_path):
+    # train.init_checkpoint replaces the fresh variables; pos_embed_init does not overwrite the tables it brings.
+    config = load_config("tiny")
+    model = build_model(config)
+    stored = initial_variables(config, model)
+    stored = {**stored, "params": jax.tree.map(lambda p: np.asarray(p) + 1.0, stored["params"])}
+    checkpoints.save_variables(tmp_path / "init", stored, config)
+    config.train.init_checkpoint = str(tmp_path / "init")
+    config.train.pos_embed_init = "sincos"
+    start = initial_variables(config, model)
+    for a, b in zip(jax.tree.leaves(stored["params"]), jax.tree.leaves(start["params"])):
+        np.testing.assert_array_equal(a, b)
+    state = init_train_state(config, model, lambda p: make_optimizer(config, p, 10))
+    np.testing.assert_array_equal(state.params["backbone"]["pos_embed_x"], stored["params"]["backbone"]["pos_embed_x"])
