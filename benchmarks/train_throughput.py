@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from forward import model_dtype, precision_scope, reference_gflops  # noqa: E402
 
-from grm_jax import cli, xla_flags  # noqa: E402
+from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
 from grm_jax.flops import matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
@@ -75,6 +75,7 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
     optimizer = make_optimizer(config, state.params, 100)
     runner = PmapRunner(model, optimizer, config, 100, jax.local_devices())  # train.py's pmap path
     state, key = runner.place_state(state), runner.place_key(jax.random.PRNGKey(0))
+    memory.release_free_memory()  # as train.py does once the state is placed (grm_jax/memory.py)
     m = config.model
     rng = np.random.default_rng(0)
     grid = (m.template_size // m.patch_size) ** 2
@@ -87,6 +88,7 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
     state, metrics = runner(state, data, key)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
+    memory.release_free_memory()  # as train.py does after the first (compiling) step
     times = []
     for _ in range(steps):
         start = time.perf_counter()

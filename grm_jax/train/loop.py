@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from grm_jax import checkpoints
+from grm_jax import checkpoints, memory
 from grm_jax.convert.pos_embed import resize_pos_embed, sincos_pos_embed
 from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.optimizer import make_optimizer
@@ -214,6 +214,10 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
         print(f"resuming from step {int(runner.first_replica(state.step))} ({manager.directory})")
     else:
         state = placed
+    # The host copy of the initial state (and, on a resume, the fresh placed one) is garbage now; its blocks stay
+    # resident inside malloc's heap unless handed back (grm_jax/memory.py).
+    del placed, target, restored
+    memory.release_free_memory()
     seed_key = runner.place_key(jax.random.PRNGKey(t.seed))
     start = int(runner.first_replica(state.step))
     is_main = jax.process_index() == 0
@@ -228,6 +232,8 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     with _Preemption() as preemption:
         for step in range(start, last_step):
             state, metrics = runner(state, batch, seed_key)  # dispatched; runs while the host goes on
+            if step == start:
+                memory.release_free_memory()  # the compiler's working memory (the step compiled in that call)
             window.add(step, metrics)
             window_samples += config.train.batch_size * num_devices
             done = step + 1
