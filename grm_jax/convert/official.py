@@ -16,7 +16,7 @@ import numpy as np
 from flax import traverse_util
 
 from grm_jax.convert import pth_io
-from grm_jax.convert.pos_embed import resize_pos_embed
+from grm_jax.convert.pos_embed import derive_track_tables
 from grm_jax.convert.state_dict import (
     StateDictMismatchError,
     state_dict_to_variables,
@@ -148,11 +148,8 @@ def load_pretrained_backbone(variables: Mapping, path, config: ml_collections.Co
     if "pos_embed" not in state:
         raise pth_io.CheckpointFormatError(f"{path}: has no pos_embed to derive pos_embed_x/pos_embed_z from")
 
-    table = np.asarray(state["pos_embed"], np.float32)
-    grid = int(round((table.shape[1] - patch_start_index) ** 0.5))
-    for name, size in (("pos_embed_z", m.template_size), ("pos_embed_x", m.search_size)):
-        side = size // m.patch_size
-        params[("backbone", name)] = resize_pos_embed(table, (grid, grid), (side, side), patch_start_index)
+    for name, table in derive_track_tables(state["pos_embed"], m, patch_start_index).items():
+        params[("backbone", name)] = table
     fresh = [".".join(p) for p in params if p[0] == "box_head" or any(s.startswith("divide_predict") for s in p)]
     out = {c: traverse_util.unflatten_dict(params if c == "params" else flat[c]) for c in flat}
     return out, PretrainedReport(loaded=loaded, ignored=ignored, kept_fresh=fresh,

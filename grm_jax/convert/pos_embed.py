@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 __all__ = ["TORCH_CUBIC_A", "cubic_kernel", "bicubic_weight_matrix", "bicubic_resize_torch", "resize_pos_embed",
-           "sincos_pos_embed"]
+           "derive_track_tables", "sincos_pos_embed"]
 
 TORCH_CUBIC_A = -0.75  # PyTorch's cubic-convolution coefficient (upsample_bicubic2d)
 
@@ -103,6 +103,17 @@ def resize_pos_embed(pos_embed, grid_hw: tuple[int, int], out_hw: tuple[int, int
     grid = pos_embed[0, patch_start_index:, :].reshape(h, w, dim)
     resized = bicubic_resize_torch(grid, out_h, out_w, out_dtype=np.float32)
     return resized.reshape(1, out_h * out_w, dim)
+
+
+def derive_track_tables(pos_embed, model_config, patch_start_index: int = 1) -> dict[str, np.ndarray]:
+    """``pos_embed_z`` and ``pos_embed_x`` of ``finetune_track``: the square patch grid of ``pos_embed`` (its rows
+    after the first ``patch_start_index``) resized by :func:`resize_pos_embed` to the template and search grids
+    (``template_size`` / ``search_size`` over ``patch_size`` of ``model_config``)."""
+    pos_embed = np.asarray(pos_embed, np.float32)
+    grid = int(round((pos_embed.shape[1] - patch_start_index) ** 0.5))
+    m = model_config
+    return {name: resize_pos_embed(pos_embed, (grid, grid), (size // m.patch_size,) * 2, patch_start_index)
+            for name, size in (("pos_embed_z", m.template_size), ("pos_embed_x", m.search_size))}
 
 
 def sincos_pos_embed(dim: int, grid: int, extra_tokens: int = 1) -> np.ndarray:

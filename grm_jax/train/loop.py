@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from grm_jax import checkpoints, memory
-from grm_jax.convert.pos_embed import resize_pos_embed, sincos_pos_embed
+from grm_jax.convert.pos_embed import derive_track_tables, sincos_pos_embed
 from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.parallel import RUNNERS
@@ -79,16 +79,10 @@ def with_sincos_pos_embed(params, m):
     """``params`` with the backbone's position tables set to MAE's 2-D sine-cosine table (a from-scratch start like
     the one a pretrained MAE backbone gives): ``pos_embed`` = :func:`~grm_jax.convert.pos_embed.sincos_pos_embed`
     on the ``pos_embed_grid``² grid, and ``pos_embed_z`` / ``pos_embed_x`` resized from it to the template and
-    search grids with the official ``finetune_track``'s bicubic resize (:func:`~grm_jax.convert.pos_embed.
-    resize_pos_embed`). The tables stay trainable, as in GRM."""
-    grid = m.pos_embed_grid
-    table = sincos_pos_embed(m.embed_dim, grid)
-    backbone = dict(params["backbone"])
-    backbone["pos_embed"] = table
-    for name, size in (("pos_embed_z", m.template_size), ("pos_embed_x", m.search_size)):
-        side = size // m.patch_size
-        backbone[name] = resize_pos_embed(table, (grid, grid), (side, side))
-    return {**params, "backbone": backbone}
+    search grids as the official ``finetune_track`` derives them (:func:`~grm_jax.convert.pos_embed.
+    derive_track_tables`). The tables stay trainable, as in GRM."""
+    table = sincos_pos_embed(m.embed_dim, m.pos_embed_grid)
+    return {**params, "backbone": {**params["backbone"], "pos_embed": table, **derive_track_tables(table, m)}}
 
 
 def with_divide_bias(params, bias: float):
