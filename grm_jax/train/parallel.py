@@ -75,7 +75,7 @@ class PmapRunner(_Runner):
 
     def __init__(self, model, optimizer, config, steps_per_epoch, devices):
         super().__init__(devices)
-        step = make_train_step(model, optimizer, config, steps_per_epoch)
+        step = make_train_step(model, optimizer, config, steps_per_epoch, batched_update=True)
         self.step_fn = jax.pmap(step, axis_name=AXIS, donate_argnums=(0,),
                                 devices=self.devices if jax.process_count() == 1 else None)
         # pmap returns arrays sharded as NamedSharding(mesh over the local devices, P('batch')); inputs placed any

@@ -56,8 +56,30 @@ def division_terms(t, out: dict, batch: dict, grid: int) -> list[tuple[str, floa
     return terms
 
 
+def apply_optimizer(optimizer, grads, opt_state, params, batched: bool = False):
+    """``(params + optimizer.update(grads, opt_state, params), new opt_state)``.
+
+    ``batched=True`` runs the same update under ``jax.vmap`` over an added leading axis of size 1. The values are
+    the same; what changes is how XLA compiles it inside ``jax.pmap``. There each donated parameter and moment
+    was copied before it was updated in place, because the fusions that read the old moment and the one that
+    writes the new one were scheduled apart: for GRM-B/256 that is 1.2 GB of copies per step. On one CPU device,
+    clipping plus AdamW over four large arrays took 23-24 ms under pmap (12 copies) and 5.1 ms batched (no copies).
+    The shard_map runner keeps the state replicated, and there batching made it slower (37 ms against 6.5 ms).
+    The measurements are in benchmarks/README.md.
+    """
+    def update(g, s, p):
+        updates, s = optimizer.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    if not batched:
+        return update(grads, opt_state, params)
+    lead = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
+    params, opt_state = jax.vmap(update)(lead(grads), lead(opt_state), lead(params))
+    return jax.tree_util.tree_map(lambda x: x[0], (params, opt_state))
+
+
 def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: str | None = AXIS,
-                    reduce_grads: bool = True):
+                    reduce_grads: bool = True, batched_update: bool = False):
     """Build ``train_step(state, batch, seed_key) -> (state, metrics)`` for one device.
 
     ``batch``: ``template`` (b,Ht,Wt,3), ``search`` (b,Hs,Ws,3) normalised NHWC, ``template_mask`` (b,Nz),
@@ -67,6 +89,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
     interaction ratio — all averaged over devices.
     ``reduce_grads=False`` is for shard_map with ``check_vma``, where gradients of replicated parameters arrive
     already summed (dividing by the axis size there instead of a second ``pmean``).
+    ``batched_update=True`` is for pmap: see :func:`apply_optimizer`.
     """
     t = config.train
 
@@ -98,8 +121,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
                 grads = jax.lax.pmean(grads, axis_name)
             else:
                 grads = jax.tree_util.tree_map(lambda g: g / jax.lax.psum(1, axis_name), grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = apply_optimizer(optimizer, grads, state.opt_state, state.params, batched_update)
         metrics = {**status, "grad_norm": optax.global_norm(grads),
                    "interaction_ratio": jnp.mean(ratio, axis=0),
                    **{f"lr/{name}": fn(state.step) for name, fn in learning_rates(config, steps_per_epoch).items()}}
