@@ -14,6 +14,10 @@ the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`
 ``--matmul-size``² matmul timed in the same process right before the row, in the row's precision (forward.py's
 ``reference_gflops`` with ``mode='case'``: bfloat16 operands for bfloat16 rows; the issue's target for the train step
 is ≥ 80 %).
+``--matmuls-alone`` adds two columns: ``matmuls alone ms``, every ``dot_general`` and convolution of the traced step
+(forward, backward and the division MLPs) jitted and timed alone on its own operands, summed over the step
+(median of 5 each), and ``% ceiling``, the ``% matmul`` the step would reach if nothing but those matmuls ran, each
+at its own speed: the bound this machine's matmul library puts on ``% matmul`` at these shapes.
 ``--dtype`` as in forward.py: ``float32`` (highest matmul precision), ``tf32`` (the backend's default precision),
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
@@ -41,11 +45,12 @@ from forward import model_dtype, precision_scope, reference_gflops  # noqa: E402
 
 from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
-from grm_jax.flops import matmul_flops  # noqa: E402
+from grm_jax.flops import iter_eqns, matmul_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
 from grm_jax.train.parallel import PmapRunner  # noqa: E402
+from grm_jax.train.step import make_train_step  # noqa: E402
 
 
 def peak_memory_mb() -> float:
@@ -63,7 +68,40 @@ def compiled_temp_mb(runner, state, data, key) -> float:
     return getattr(analysis, "temp_size_in_bytes", float("nan")) / 2**20
 
 
-def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") -> dict:
+def matmul_equations(fn, *args) -> list[tuple]:
+    """(equation, how many times it occurs) for each distinct ``dot_general`` / ``conv_general_dilated`` of
+    ``fn(*args)``'s jaxpr, nested jaxprs included (distinct: operand shapes, dtypes or parameters differ)."""
+    found = {}
+    for eqn in iter_eqns(jax.make_jaxpr(fn)(*args).jaxpr):
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            key = (eqn.primitive.name, tuple((v.aval.shape, str(v.aval.dtype)) for v in eqn.invars),
+                   repr(sorted(eqn.params.items(), key=lambda kv: kv[0])))
+            found[key] = (eqn, found.get(key, (None, 0))[1] + 1)
+    return list(found.values())
+
+
+def matmuls_alone_ms(fn, *args, iters: int = 5, repeat: int = 8) -> float:
+    """Σ over the ``dot_general`` and ``conv_general_dilated`` equations of ``fn(*args)``'s jaxpr of the time of that
+    one equation alone: ``repeat`` copies of it on as many sets of random operands of its shapes, jitted as one
+    program (so the per-call dispatch is paid once per ``repeat`` matmuls), median of ``iters`` calls divided by
+    ``repeat``; identical equations are timed once."""
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for eqn, count in matmul_equations(fn, *args):
+        operands = [[jax.device_put(rng.normal(size=v.aval.shape).astype(v.aval.dtype)) for v in eqn.invars]
+                    for _ in range(repeat)]
+        call = jax.jit(lambda *sets, eqn=eqn: [eqn.primitive.bind(*xs, **eqn.params) for xs in sets])
+        jax.block_until_ready(call(*operands))
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            jax.block_until_ready(call(*operands))
+            times.append(time.perf_counter() - start)
+        total += count * float(np.median(times)) / repeat
+    return 1e3 * total
+
+
+def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", alone: bool = False) -> dict:
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{name}")
     config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
@@ -97,9 +135,16 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none") 
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
     samples_s = batch * n / median
-    return dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
-                step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
-                gflops=3 * gflop * samples_s)
+    row = dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
+               step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
+               gflops=3 * gflop * samples_s)
+    if alone:
+        del state, runner
+        one = jax.tree_util.tree_map(lambda x: x[0], data)
+        step = make_train_step(model, optimizer, config, 100, axis_name=None)
+        fresh = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
+        row["alone_ms"] = matmuls_alone_ms(step, fresh, one, jax.random.PRNGKey(0))
+    return row
 
 
 def forward_gflop(model, config, state) -> float:
@@ -116,6 +161,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("dtype", "float32", ["float32", "tf32", "bfloat16"], "compute precision", flag_values=fv)
     flags.DEFINE_string("remat", "none", "comma list of config.train.remat values: none, block", flag_values=fv)
     flags.DEFINE_integer("matmul-size", 2048, "size of the reference matmul", flag_values=fv)
+    flags.DEFINE_bool("matmuls-alone", False, "also time the step's matmuls one by one (the ceiling columns)",
+                      flag_values=fv)
     flags.DEFINE_string("json", None, "also write the rows as JSON to this path", flag_values=fv)
 
 
@@ -127,24 +174,30 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     rows = []
     print(f"devices: {jax.devices()}; XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}\n")
     print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | GFLOP/s | "
-          "matmul GF/s | % matmul | peak MB | temp MB | temp MB per added sample |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "matmul GF/s | % matmul | peak MB | temp MB | temp MB per added sample |"
+          + (" matmuls alone ms | % ceiling |" if args.matmuls_alone else ""))
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+          + ("---:|---:|" if args.matmuls_alone else ""))
     for name in args.configs.split(","):
         for remat in args.remat.split(","):
             previous = None
             for batch in (int(b) for b in args.batches.split(",")):
                 reference = reference_gflops(args.matmul_size, args.dtype, mode="case")
                 with precision_scope(args.dtype):
-                    r = measure(name, batch, args.steps, args.dtype, remat)
+                    r = measure(name, batch, args.steps, args.dtype, remat, args.matmuls_alone)
                 r["matmul_gflops"], r["pct_matmul"] = reference, 100 * r["gflops"] / reference
                 r["temp_mb_per_sample"] = (float("nan") if previous is None else
                                            (r["temp_mb"] - previous["temp_mb"]) / (batch - previous["batch"]))
                 previous = r
                 rows.append(r)
+                ceiling = ""
+                if args.matmuls_alone:
+                    r["pct_ceiling"] = 100 * r["gflops"] * r["step_ms"] / r["alone_ms"] / reference
+                    ceiling = f" {r['alone_ms']:.0f} | {r['pct_ceiling']:.0f} |"
                 print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {remat} | "
                       f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['gflops']:.1f} | "
                       f"{reference:.1f} | {r['pct_matmul']:.0f} | {r['peak_mb']:.0f} | "
-                      f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |", flush=True)
+                      f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |{ceiling}", flush=True)
 
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1, default=float))

@@ -7,6 +7,8 @@ import json
 import pathlib
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from grm_jax.config import load_config_file
@@ -67,3 +69,39 @@ def test_train_throughput_reports_the_matmul_share(tmp_path, capsys):
     assert row["gflops"] == pytest.approx(3 * gflop * row["samples_s"], rel=1e-9)
     assert row["pct_matmul"] == pytest.approx(100 * row["gflops"] / row["matmul_gflops"], rel=1e-9)
     assert "| GFLOP/s | matmul GF/s | % matmul |" in capsys.readouterr().out
+
+
+def test_train_throughput_ceiling_counts_every_matmul_of_the_step(tmp_path):
+    """The step's matmul equations, grouped, are all of its matmuls: Σ count · FLOPs equals the FLOPs counted over the
+    whole traced step (forward, backward, division MLPs); the ceiling column is the step's matmul share with the
+    step time replaced by the matmuls' own."""
+    throughput = importlib.import_module("train_throughput")
+    from grm_jax.train.loop import init_train_state
+    from grm_jax.train.optimizer import make_optimizer
+    from grm_jax.train.step import make_train_step
+
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
+    model = build_model(config)
+    state = init_train_state(config, model, lambda p: make_optimizer(config, p, 10))
+    step = make_train_step(model, make_optimizer(config, state.params, 10), config, 10, axis_name=None)
+    m = config.model
+    grid = (m.template_size // m.patch_size) ** 2
+    batch = dict(template=np.zeros((1, m.template_size, m.template_size, 3), np.float32),
+                 search=np.zeros((1, m.search_size, m.search_size, 3), np.float32),
+                 template_mask=np.ones((1, grid), np.float32), search_anno=np.float32([[0.3, 0.3, 0.2, 0.2]]))
+    args = (state, batch, jax.random.PRNGKey(0))
+    groups = throughput.matmul_equations(step, *args)
+    assert sum(count for _, count in groups) > len(groups)  # the blocks repeat their shapes
+
+    def flops_of(eqn):
+        return matmul_flops(lambda *xs: eqn.primitive.bind(*xs, **eqn.params),
+                            *(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars))
+
+    assert sum(count * flops_of(eqn) for eqn, count in groups) == matmul_flops(step, *args)
+
+    out = tmp_path / "rows.json"
+    assert throughput.main(["train_throughput.py", "--batches", "1", "--steps", "1", "--matmul-size", "256",
+                            "--matmuls-alone", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["alone_ms"] > 0
+    assert row["pct_ceiling"] == pytest.approx(row["pct_matmul"] * row["step_ms"] / row["alone_ms"], rel=1e-9)
