@@ -268,6 +268,9 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict,
                    optional: tuple[str, ...] = ()) -> tuple[dict | None, list[str], list[str]]:
     """The newest checkpoint that restores into ``target``'s structure: ``(tree, warnings, notes)``.
 
+    ``target``: arrays, or ``jax.ShapeDtypeStruct`` leaves with their shardings (only shapes, dtypes and shardings
+    are read, so a run can pass its state's abstract form instead of materialising it).
+
     ``warnings``: one per damaged checkpoint skipped (moved aside to ``<step>.damaged-<time>``). ``optional``: top
     keys of ``target`` that a checkpoint may lack or hold with other shapes (per-device statistics written on
     another device count); such a key is left out of the returned tree, with a line in ``notes``. Any other
@@ -322,8 +325,10 @@ def _move_damaged(manager: ocp.CheckpointManager, step: int, err: Exception) -> 
 def _replicated_sharding(target: dict):
     """A sharding that places a whole array on every device of ``target``'s run (one of its replicated leaves')."""
     for leaf in jax.tree_util.tree_leaves(target):
-        if isinstance(leaf, jax.Array) and leaf.is_fully_replicated:
-            return leaf.sharding
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)) and sharding is not None and (
+                sharding.is_fully_replicated):
+            return sharding
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 

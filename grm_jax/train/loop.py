@@ -192,7 +192,7 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
         raise ValueError(f"config.train.parallel = {t.parallel!r} is not one of {list(RUNNERS)}")
     runner = RUNNERS[t.parallel](model, optimizer, config, per_epoch, devices)
     placed = runner.place_state(state)
-    target = runner.global_state(placed, per_device_stats)
+    target = runner.abstract_global_state(placed, per_device_stats)  # shapes and shardings, no copies
 
     manager = checkpoints.make_manager(workdir, config, per_epoch)
     # Per-device BatchNorm statistics restore only onto the device count that wrote them; on another count (or

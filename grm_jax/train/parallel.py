@@ -117,6 +117,20 @@ class PmapRunner(_Runner):
             tree["batch_stats"] = jax.tree_util.tree_map(replicate, state.batch_stats)
         return tree
 
+    def abstract_global_state(self, state, per_device_stats: bool) -> dict:
+        """:meth:`global_state`'s shapes, dtypes and shardings as ``jax.ShapeDtypeStruct`` leaves, without the
+        arrays (the restore target: :meth:`global_state` copies every leaf to drop its device axis, which for
+        GRM-B/256 is 1.1 GB more at the moment the run's memory peaks)."""
+        replicate = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=self.replicated)
+        tree = dict(step=replicate(state.step), params=jax.tree_util.tree_map(replicate, state.params),
+                    opt_state=jax.tree_util.tree_map(replicate, state.opt_state),
+                    batch_stats=jax.tree_util.tree_map(replicate, state.batch_stats))
+        if per_device_stats:
+            tree["batch_stats_per_device"] = jax.tree_util.tree_map(
+                lambda x: jax.ShapeDtypeStruct((len(self.mesh.devices.flat),) + x.shape[1:], x.dtype,
+                                               sharding=self.sharded), state.batch_stats)
+        return tree
+
     def local_state(self, tree: dict, state_type):
         """Inverse of :meth:`global_state`: the pmap layout (every local device a copy; per-device statistics
         each to its device)."""
@@ -183,6 +197,11 @@ class ShardMapRunner(_Runner):
     def global_state(self, state, per_device_stats: bool) -> dict:
         del per_device_stats  # always synchronised here
         return dict(step=state.step, params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state)
+
+    def abstract_global_state(self, state, per_device_stats: bool) -> dict:
+        """:meth:`global_state` as ``jax.ShapeDtypeStruct`` leaves (the restore target)."""
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                      self.global_state(state, per_device_stats))
 
     def local_state(self, tree: dict, state_type):
         return state_type(step=tree["step"], params=tree["params"], batch_stats=tree["batch_stats"],
