@@ -60,9 +60,10 @@ def apply_optimizer(optimizer, grads, opt_state, params, batched: bool = False):
     """``(params + optimizer.update(grads, opt_state, params), new opt_state)``.
 
     ``batched=True`` runs the same update under ``jax.vmap`` over an added leading axis of size 1. The values are
-    the same; what changes is how XLA compiles it inside ``jax.pmap``. There each donated parameter and moment
-    was copied before it was updated in place, because the fusions that read the old moment and the one that
-    writes the new one were scheduled apart: for GRM-B/256 that is 1.2 GB of copies per step. On one CPU device,
+    the same to float32 rounding (XLA fuses the two forms differently: the tiny GRM's parameters and moments 6e-7
+    apart after 6 steps); what changes is how XLA compiles it inside ``jax.pmap``. There each donated parameter
+    and moment was copied before it was updated in place, because the fusions that read the old moment and the one
+    that writes the new one were scheduled apart: for GRM-B/256 that is 1.1 GB of copies per step. On one CPU device,
     clipping plus AdamW over four large arrays took 23-24 ms under pmap (12 copies) and 5.1 ms batched (no copies).
     The shard_map runner keeps the state replicated, and there batching made it slower (37 ms against 6.5 ms).
     The measurements are in benchmarks/README.md.
