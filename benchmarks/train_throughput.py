@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
-from forward import model_dtype, precision_scope, reference_gflops  # noqa: E402
+from forward import model_dtype, precision_scope, reference_gflops, timed  # noqa: E402
 
 from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
@@ -91,13 +91,7 @@ def matmuls_alone_ms(fn, *args, iters: int = 5, repeat: int = 8) -> float:
         operands = [[jax.device_put(rng.normal(size=v.aval.shape).astype(v.aval.dtype)) for v in eqn.invars]
                     for _ in range(repeat)]
         call = jax.jit(lambda *sets, eqn=eqn: [eqn.primitive.bind(*xs, **eqn.params) for xs in sets])
-        jax.block_until_ready(call(*operands))
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            jax.block_until_ready(call(*operands))
-            times.append(time.perf_counter() - start)
-        total += count * float(np.median(times)) / repeat
+        total += count * float(np.median(timed(call, *operands, warmup=1, iters=iters))) / repeat
     return 1e3 * total
 
 
@@ -139,11 +133,10 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
                step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
                gflops=3 * gflop * samples_s)
     if alone:
+        one_device = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (state, data))
         del state, runner
-        one = jax.tree_util.tree_map(lambda x: x[0], data)
         step = make_train_step(model, optimizer, config, 100, axis_name=None)
-        fresh = init_train_state(config, model, lambda p: make_optimizer(config, p, 100))
-        row["alone_ms"] = matmuls_alone_ms(step, fresh, one, jax.random.PRNGKey(0))
+        row["alone_ms"] = matmuls_alone_ms(step, *one_device, jax.random.PRNGKey(0))
     return row
 
 
