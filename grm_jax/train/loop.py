@@ -69,10 +69,16 @@ def initial_variables(config, model) -> dict:
 
 
 def init_train_state(config, model, optimizer_factory) -> TrainState:
-    """The train state at step 0: :func:`initial_variables` and the optimizer's initial state."""
+    """The train state at step 0 on the host: :func:`initial_variables` and the optimizer's initial state
+    (:func:`train` builds the same on the devices, ``runner.init_state``)."""
     variables = initial_variables(config, model)
     params, batch_stats = variables["params"], variables["batch_stats"]
     return create_state(params, batch_stats, optimizer_factory(params))
+
+
+def abstract_train_state(variables: dict, optimizer) -> TrainState:
+    """The shapes and dtypes of the step-0 state for ``variables`` (``jax.ShapeDtypeStruct`` leaves, no arrays)."""
+    return jax.eval_shape(lambda v: create_state(v["params"], v["batch_stats"], optimizer), variables)
 
 
 def with_sincos_pos_embed(params, m):
@@ -184,20 +190,29 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
     last_step = total_steps(config, num_devices)
     t = config.train
     model = build_model(config, bn_axis_name=AXIS if t.sync_batch_stats else None)
-    optimizer_factory = lambda params: make_optimizer(config, params, per_epoch)
-    state = init_train_state(config, model, optimizer_factory)
-    optimizer = optimizer_factory(state.params)
+    variables = initial_variables(config, model)  # host arrays: the parameters, not yet the optimizer's state
+    optimizer = make_optimizer(config, variables["params"], per_epoch)
     per_device_stats = num_devices > 1 and not t.sync_batch_stats
     if t.parallel not in RUNNERS:
         raise ValueError(f"config.train.parallel = {t.parallel!r} is not one of {list(RUNNERS)}")
     runner = RUNNERS[t.parallel](model, optimizer, config, per_epoch, devices)
-    placed = runner.place_state(state)
-    target = runner.abstract_global_state(placed, per_device_stats)  # shapes and shardings, no copies
+    shapes = runner.abstract_state(abstract_train_state(variables, optimizer))
+    seed_key = runner.place_key(jax.random.PRNGKey(t.seed))
 
     manager = checkpoints.make_manager(workdir, config, per_epoch)
+    # The step is compiled from shapes before the state exists, so that the compiler's working memory and the state
+    # are not resident together (the batch shapes come from the first batch of the step the run will likely resume
+    # at; batches do not depend on the step in their shapes, so another resume step only rebuilds the iterator).
+    start = max(manager.all_steps(), default=0)
+    batches = make_batches(start)
+    first = next(batches) if start < last_step else None
+    if first is not None:
+        runner.compile(shapes, first, seed_key)
+        memory.release_free_memory()  # the compiler's working memory (grm_jax/memory.py)
     # Per-device BatchNorm statistics restore only onto the device count that wrote them; on another count (or
     # where this run synchronises them) every device starts from device 0's statistics, which is what the official
     # trainer's resume gives every rank (it saves rank 0's model).
+    target = runner.abstract_global_state(shapes, per_device_stats)  # shapes and shardings, no arrays
     restored, warnings, notes = checkpoints.restore_latest(manager, target, optional=("batch_stats_per_device",))
     for message in warnings:
         print(f"warning: {message}")
@@ -207,27 +222,29 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
         state = runner.local_state(restored, TrainState)
         print(f"resuming from step {int(runner.first_replica(state.step))} ({manager.directory})")
     else:
-        state = placed
-    # The host copy of the initial state (and, on a resume, the fresh placed one) is garbage now; its blocks stay
-    # resident inside malloc's heap unless handed back (grm_jax/memory.py).
-    del placed, target, restored
+        state = runner.init_state(variables["params"], variables["batch_stats"], optimizer, TrainState)
+    # The host copy of the variables is garbage now; its blocks stay resident inside malloc's heap unless handed
+    # back (grm_jax/memory.py).
+    del variables, restored
     memory.release_free_memory()
-    seed_key = runner.place_key(jax.random.PRNGKey(t.seed))
-    start = int(runner.first_replica(state.step))
+    resumed_at = int(runner.first_replica(state.step))
+    if resumed_at != start:  # the newest checkpoint was damaged and an earlier one restored, or there was none
+        start = resumed_at
+        batches = make_batches(start)
+        first = next(batches) if start < last_step else None
     is_main = jax.process_index() == 0
     history = []
     writer = _open_writer(workdir) if is_main else None
-    batches = make_batches(start)
     bar = tqdm(total=last_step, initial=start, desc="train", disable=not (progress and is_main), unit="step")
     window_start, window_samples = time.perf_counter(), 0
     window = _Window(runner, workdir, make_batches)
     in_flight = None  # the previous step's metrics: at most one step runs while the host prepares the next
-    batch = runner.place_batch(next(batches)) if start < last_step else None
+    batch = runner.place_batch(first) if first is not None else None
     with _Preemption() as preemption:
         for step in range(start, last_step):
             state, metrics = runner(state, batch, seed_key)  # dispatched; runs while the host goes on
             if step == start:
-                memory.release_free_memory()  # the compiler's working memory (the step compiled in that call)
+                memory.release_free_memory()  # the first call's allocations (and the compiler's, had it compiled)
             window.add(step, metrics)
             window_samples += config.train.batch_size * num_devices
             done = step + 1
@@ -252,8 +269,11 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
                     if writer is not None:
                         _write_record(workdir, writer, record)
             if save_now:
-                # every process saves
-                checkpoints.save_train_state(manager, runner.global_state(state, per_device_stats), config)
+                # every process saves; the checkpoint's tree is the state's own buffers, handed back after the save
+                tree = runner.global_state(state, per_device_stats)
+                checkpoints.save_train_state(manager, tree, config)
+                state = runner.local_state(tree, TrainState)
+                del tree
             if stop:
                 print(f"SIGTERM: saved step {done}; stopping")
                 break

@@ -9,7 +9,12 @@ one process's devices would make its collectives local to that process).
 
 Checkpoints see the state as global arrays (:meth:`global_state`): replicated values once, per-device BatchNorm
 statistics as one array sharded over the global axis, so every process saves and restores its own shards and no
-host gathers the state (:meth:`local_state` is the inverse).
+host gathers the state (:meth:`local_state` is the inverse). Under pmap both hand the state's buffers over instead
+of copying them (the state passed in is deleted), so a save needs no second copy of the state.
+
+Memory at the start of a run: :meth:`compile` builds the step's program from shapes alone, before the state exists
+(the compiler's working memory, 1.2 GB for GRM-B/256 on a CPU, is then not on top of the state), and
+:meth:`init_state` places the parameters and builds the optimizer's state on the devices, without a host copy of it.
 
 Under ``shard_map`` with ``check_vma=True`` the gradients of replicated parameters arrive already summed over the
 mesh axis, so the step divides by the axis size instead of a second ``pmean`` (``reduce_grads=False``).
@@ -54,6 +59,12 @@ def _by_device(x: jax.Array) -> dict:
     return {shard.device: shard.data for shard in x.addressable_shards}
 
 
+def _spec(tree):
+    """The shapes and dtypes of ``tree``'s leaves, with its structure (what a compiled program is specialised to)."""
+    leaves, structure = jax.tree_util.tree_flatten(tree)
+    return structure, [(np.shape(x), np.dtype(x.dtype)) for x in leaves]
+
+
 class _Runner:
     """What both runners share: the global mesh, replicated/sharded placements, metric and batch handling."""
 
@@ -67,6 +78,20 @@ class _Runner:
         """A host value (the same on every process) as a replicated global array."""
         value = np.asarray(value)
         return jax.make_array_from_callback(value.shape, self.replicated, lambda index: value[index])
+
+    def compile(self, state, batch: dict, key) -> None:
+        """Compile the step ahead of its first call, for a state shaped like ``state`` (arrays or
+        ``jax.ShapeDtypeStruct`` leaves in this runner's layout: :meth:`abstract_state`) and host batches shaped like
+        ``batch``. Later calls with batches of that shape run this program; others compile their own on their first
+        call, as without it."""
+        if isinstance(self, PmapRunner) and jax.process_count() > 1:
+            return  # pmap's lower() fails on several processes (jax 0.10.2); the first call compiles instead
+        self._compiled = self.step_fn.lower(state, self.batch_spec(batch), key).compile()
+        self._compiled_for = _spec(self.batch_spec(batch))
+
+    def _step_for(self, batch):
+        compiled = getattr(self, "_compiled", None)
+        return compiled if compiled is not None and _spec(batch) == self._compiled_for else self.step_fn
 
 
 class PmapRunner(_Runner):
@@ -84,19 +109,52 @@ class PmapRunner(_Runner):
         self.local = NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
         self._first_device = jax.jit(lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree),
                                      out_shardings=self.replicated)  # compiled once, used at every save
+        # Dropping and adding the device axis, per device and donated: the output reuses each input buffer (a reshape
+        # is a bitcast), so the checkpoint's view of the state is the state's own memory.
+        local_mesh = self.local.mesh
+        self._local_replicated = NamedSharding(local_mesh, P())
+        self._drop_axis = jax.jit(jax.shard_map(
+            lambda tree: jax.tree_util.tree_map(lambda x: x.reshape(x.shape[1:]), tree), mesh=local_mesh,
+            in_specs=P(AXIS), out_specs=P(), check_vma=False), donate_argnums=0, out_shardings=self._local_replicated)
+        self._broadcast = jax.jit(lambda tree, n: jax.tree_util.tree_map(
+            lambda x: jax.numpy.broadcast_to(x[None], (n,) + x.shape), tree), static_argnums=1,
+            out_shardings=self.local)
+        self._add_axis = jax.jit(jax.shard_map(
+            lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree), mesh=local_mesh,
+            in_specs=P(), out_specs=P(AXIS), check_vma=False), donate_argnums=0, out_shardings=self.local)
 
-    def _stacked(self, trees: list):
-        return jax.device_put(jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees),
-                              self.local)
+    def _replicate(self, tree):
+        """Host values as (local devices, ...) arrays, a copy on every device, in buffers XLA owns: a host array put
+        on a CPU device as it is can become that device's buffer without a copy, and the donated step cannot then
+        reuse it (GRM-B/256: 1 GB more resident from the first step on)."""
+        n = len(self.devices)
+        return self._broadcast(jax.tree_util.tree_map(np.asarray, tree), n)
 
     def place_state(self, state):
-        return self._stacked([state] * len(self.devices))
+        return self._replicate(state)
+
+    def init_state(self, params, batch_stats, optimizer, state_type):
+        """The step-0 state on the devices: ``params`` and ``batch_stats`` (host values) copied to every device and
+        the optimizer's initial state built there (``optimizer.init`` per device), so no host copy of the optimizer's
+        state exists. Equal to :meth:`place_state` of the state built on the host (``train.step.create_state``)."""
+        params = self._replicate(params)
+        opt_state = jax.jit(jax.vmap(optimizer.init), out_shardings=self.local)(params)
+        return state_type(step=self._replicate(np.zeros((), np.int32)), params=params,
+                          batch_stats=self._replicate(batch_stats), opt_state=opt_state)
+
+    def abstract_state(self, state):
+        """``state`` (host arrays or shapes) as this runner places it, in ``jax.ShapeDtypeStruct`` leaves."""
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct((len(self.devices),) + np.shape(x), x.dtype, sharding=self.local), state)
 
     def place_key(self, key):
-        return self._stacked([key] * len(self.devices))
+        return self._replicate(key)
 
     def place_batch(self, batch: dict) -> dict:
         return jax.device_put(batch, self.local)
+
+    def batch_spec(self, batch: dict) -> dict:
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self.local), batch)
 
     def first_replica(self, tree):
         """This process's first device's values (leaves carry a leading device axis)."""
@@ -104,23 +162,24 @@ class PmapRunner(_Runner):
 
     def global_state(self, state, per_device_stats: bool) -> dict:
         """The checkpointed tree as global arrays: step, params, opt_state and batch_stats (device 0's) replicated;
-        with ``per_device_stats`` also ``batch_stats_per_device`` (global devices, ...) sharded over the axis."""
-        replicate = lambda x: self._replicated_from_local(x)
-        tree = dict(step=replicate(state.step), params=jax.tree_util.tree_map(replicate, state.params),
-                    opt_state=jax.tree_util.tree_map(replicate, state.opt_state))
+        with ``per_device_stats`` also ``batch_stats_per_device`` (global devices, ...) sharded over the axis.
+
+        The tree takes over ``state``'s buffers: ``state`` is deleted (donated), and :meth:`local_state` of the tree
+        gives the state back, again without a copy (copying cost GRM-B/256 1.2 GB for the time of each save)."""
+        replicated = dict(step=state.step, params=state.params, opt_state=state.opt_state)
+        if not per_device_stats:
+            replicated["batch_stats"] = state.batch_stats
+        tree = jax.tree_util.tree_map(self._global_from_local_replicated, self._drop_axis(replicated))
         if per_device_stats:
             per_device = jax.tree_util.tree_map(self._sharded_from_local, state.batch_stats)
             tree["batch_stats_per_device"] = per_device
             # device 0's statistics, replicated (a broadcast of a few kB from the process that holds device 0)
             tree["batch_stats"] = self._first_device(per_device)
-        else:
-            tree["batch_stats"] = jax.tree_util.tree_map(replicate, state.batch_stats)
         return tree
 
     def abstract_global_state(self, state, per_device_stats: bool) -> dict:
         """:meth:`global_state`'s shapes, dtypes and shardings as ``jax.ShapeDtypeStruct`` leaves, without the
-        arrays (the restore target: :meth:`global_state` copies every leaf to drop its device axis, which for
-        GRM-B/256 is 1.1 GB more at the moment the run's memory peaks)."""
+        arrays: the restore target, from the placed state or its :meth:`abstract_state` (before the state exists)."""
         replicate = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=self.replicated)
         tree = dict(step=replicate(state.step), params=jax.tree_util.tree_map(replicate, state.params),
                     opt_state=jax.tree_util.tree_map(replicate, state.opt_state),
@@ -133,32 +192,39 @@ class PmapRunner(_Runner):
 
     def local_state(self, tree: dict, state_type):
         """Inverse of :meth:`global_state`: the pmap layout (every local device a copy; per-device statistics
-        each to its device)."""
-        to_local = lambda x: self._local_from_global(x, replicated=True)
-        batch_stats = (jax.tree_util.tree_map(lambda x: self._local_from_global(x, replicated=False),
-                                              tree["batch_stats_per_device"])
-                       if "batch_stats_per_device" in tree else jax.tree_util.tree_map(to_local, tree["batch_stats"]))
-        return state_type(step=to_local(tree["step"]), params=jax.tree_util.tree_map(to_local, tree["params"]),
-                          batch_stats=batch_stats, opt_state=jax.tree_util.tree_map(to_local, tree["opt_state"]))
+        each to its device). Takes over ``tree``'s buffers (its replicated arrays are deleted)."""
+        per_device = "batch_stats_per_device" in tree
+        keys = ("step", "params", "opt_state") + (() if per_device else ("batch_stats",))
+        local = self._add_axis({k: jax.tree_util.tree_map(self._local_replicated_from_global, tree[k]) for k in keys})
+        batch_stats = (jax.tree_util.tree_map(self._local_from_sharded, tree["batch_stats_per_device"])
+                       if per_device else local["batch_stats"])
+        return state_type(step=local["step"], params=local["params"], batch_stats=batch_stats,
+                          opt_state=local["opt_state"])
 
-    def _replicated_from_local(self, x: jax.Array) -> jax.Array:
+    def _global_from_local_replicated(self, x: jax.Array) -> jax.Array:
+        """A replicated array over this process's devices as the same over every process's (no copy)."""
         shards = _by_device(x)
-        return jax.make_array_from_single_device_arrays(
-            x.shape[1:], self.replicated, [shards[d].reshape(x.shape[1:]) for d in self.devices])
+        return jax.make_array_from_single_device_arrays(x.shape, self.replicated, [shards[d] for d in self.devices])
+
+    def _local_replicated_from_global(self, x: jax.Array) -> jax.Array:
+        """This process's copies of a replicated global array as one array over its devices (no copy)."""
+        shards = _by_device(x)
+        return jax.make_array_from_single_device_arrays(x.shape, self._local_replicated,
+                                                        [shards[d] for d in self.devices])
 
     def _sharded_from_local(self, x: jax.Array) -> jax.Array:
         shards = _by_device(x)
         shape = (len(self.mesh.devices.flat),) + x.shape[1:]
         return jax.make_array_from_single_device_arrays(shape, self.sharded, [shards[d] for d in self.devices])
 
-    def _local_from_global(self, x: jax.Array, replicated: bool) -> jax.Array:
+    def _local_from_sharded(self, x: jax.Array) -> jax.Array:
+        """This process's blocks of a (global devices, ...) array as its (local devices, ...) array (no copy)."""
         shards = _by_device(x)
-        blocks = [shards[d][None] if replicated else shards[d] for d in self.devices]
-        shape = (len(self.devices),) + (x.shape if replicated else x.shape[1:])
-        return jax.make_array_from_single_device_arrays(shape, self.local, blocks)
+        return jax.make_array_from_single_device_arrays((len(self.devices),) + x.shape[1:], self.local,
+                                                        [shards[d] for d in self.devices])
 
     def __call__(self, state, batch, key):
-        return self.step_fn(state, batch, key)
+        return self._step_for(batch)(state, batch, key)
 
 
 class ShardMapRunner(_Runner):
@@ -166,7 +232,7 @@ class ShardMapRunner(_Runner):
     batch sharded, state donated."""
 
     def __init__(self, model, optimizer, config, steps_per_epoch, devices):
-        if len(global_devices(devices)) > 1 and not config.train.sync_batch_stats:
+        if not config.train.sync_batch_stats:  # on one device too: its step's BatchNorm output is then per device
             raise ValueError("config.train.parallel = 'shard_map' keeps one replicated state: it needs "
                              "config.train.sync_batch_stats = True")
         super().__init__(devices)
@@ -182,6 +248,19 @@ class ShardMapRunner(_Runner):
     def place_state(self, state):
         return jax.tree_util.tree_map(self._global_replicated, state)
 
+    def init_state(self, params, batch_stats, optimizer, state_type):
+        """The step-0 state, replicated: ``params`` and ``batch_stats`` (host values) placed and the optimizer's
+        initial state built on the devices (see :meth:`PmapRunner.init_state`)."""
+        params = self.place_state(params)
+        opt_state = jax.jit(optimizer.init, out_shardings=self.replicated)(params)
+        return state_type(step=self._global_replicated(np.zeros((), np.int32)), params=params,
+                          batch_stats=self.place_state(batch_stats), opt_state=opt_state)
+
+    def abstract_state(self, state):
+        """``state`` (host arrays or shapes) as this runner places it, in ``jax.ShapeDtypeStruct`` leaves."""
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self.replicated),
+                                      state)
+
     def place_key(self, key):
         return self._global_replicated(key)
 
@@ -189,6 +268,13 @@ class ShardMapRunner(_Runner):
         """This process's (local devices, b, ...) batch as its part of the global (devices, b, ...) batch."""
         return jax.tree_util.tree_map(
             lambda x: x if isinstance(x, jax.Array) else jax.make_array_from_process_local_data(self.sharded, x), batch)
+
+    def batch_spec(self, batch: dict) -> dict:
+        """The global (devices, b, ...) batch that :meth:`place_batch` makes of this process's ``batch``."""
+        count = len(self.mesh.devices.flat)
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct((np.shape(x)[0] * count // len(self.devices),) + np.shape(x)[1:], x.dtype,
+                                           sharding=self.sharded), batch)
 
     def first_replica(self, tree):
         """The replicated values (no device axis)."""
@@ -208,7 +294,8 @@ class ShardMapRunner(_Runner):
                           opt_state=tree["opt_state"])
 
     def __call__(self, state, batch, key):
-        return self.step_fn(state, self.place_batch(batch), key)
+        batch = self.place_batch(batch)
+        return self._step_for(batch)(state, batch, key)
 
 
 RUNNERS = {"pmap": PmapRunner, "shard_map": ShardMapRunner}
