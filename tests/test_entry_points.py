@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from grm_jax import checkpoints
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,20 @@ def _run(args, timeout=600):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _downscaled_prefix(boxes: np.ndarray, test, margin: float = 4.0) -> int:
+    """How many leading frames of a result file were tracked from crops that are not upscaled.
+
+    Frame t > 0 is cropped around box t−1 with side ceil(sqrt(w·h)·search_factor) and resized to search_size; the
+    template around box 0 with template_factor and template_size. ``margin`` px covers the result file's integer
+    rounding of w and h (sqrt(w·h) moves by < 1 px for aspect ratios up to 8, times the factor).
+    """
+    sides = np.sqrt(boxes[:, 2] * boxes[:, 3])
+    if sides[0] * test.template_factor < test.template_size + margin:
+        return 1
+    small = np.nonzero(sides[:-1] * test.search_factor < test.search_size + margin)[0]
+    return int(small[0]) + 1 if len(small) else len(boxes)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +75,19 @@ def test_eval_py_device_crop_and_analyze_only(small_run):
                  str(base / "device"), *overrides])
     assert proc.returncode == 0, proc.stderr[-4000:]
     host = base / "run" / "results" / "synthetic"
+    _, config = checkpoints.load_variables(base / "run" / "checkpoints")
+    compared = 0
     for path in sorted(host.glob("synthetic-*.txt")):
         ours = np.loadtxt(base / "device" / path.name, delimiter=",")
         ref = np.loadtxt(path, delimiter=",")
         assert ours.shape == ref.shape
-        # Device crops equal OpenCV's when downscaling; integer result files differ by at most a pixel here.
-        assert np.abs(ours - ref).max() <= 1, path.name
+        # Device crops equal OpenCV's when downscaling (tests/track/test_tracker.py); integer result files then
+        # differ by at most a pixel. An upscaled crop can differ by a grey level, and this barely trained model's
+        # peak can then move and the two runs part for good, so only the frames before the first one are compared.
+        frames = _downscaled_prefix(ref, config.test)
+        assert np.abs(ours[:frames] - ref[:frames]).max() <= 1, (path.name, frames)
+        compared += frames - 1
+    assert compared >= 4, compared  # the comparison is not empty (7 + 4 frames past the first on a 2-core AMD EPYC)
     proc = _run(["eval.py", "--analyze_only", *overrides, "--results_dir", str(base / "report"), f"host={host}",
                  f"device={base / 'device'}"])
     assert proc.returncode == 0, proc.stderr[-4000:]
