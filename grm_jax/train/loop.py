@@ -222,7 +222,7 @@ def train(config: ml_collections.ConfigDict, workdir, make_batches: BatchFactory
         state = runner.local_state(restored, TrainState)
         print(f"resuming from step {int(runner.first_replica(state.step))} ({manager.directory})")
     else:
-        state = runner.init_state(variables["params"], variables["batch_stats"], optimizer, TrainState)
+        state = runner.init_state(variables["params"], variables["batch_stats"], optimizer)
     # The host copy of the variables is garbage now; its blocks stay resident inside malloc's heap unless handed
     # back (grm_jax/memory.py).
     del variables, restored

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from grm_jax.distributed import first_local_shard
-from grm_jax.train.step import AXIS, make_train_step
+from grm_jax.train.step import AXIS, create_state, make_train_step
 
 
 def _first_shard(tree, drop_leading_axis: bool):
@@ -73,6 +73,7 @@ class _Runner:
         self.mesh = Mesh(np.asarray(global_devices(devices)), (AXIS,))
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
+        self._compiled = self._compiled_for = None  # the ahead-compiled step and its batch spec (compile)
 
     def _global_replicated(self, value) -> jax.Array:
         """A host value (the same on every process) as a replicated global array."""
@@ -84,14 +85,12 @@ class _Runner:
         ``jax.ShapeDtypeStruct`` leaves in this runner's layout: :meth:`abstract_state`) and host batches shaped like
         ``batch``. Later calls with batches of that shape run this program; others compile their own on their first
         call, as without it."""
-        if isinstance(self, PmapRunner) and jax.process_count() > 1:
-            return  # pmap's lower() fails on several processes (jax 0.10.2); the first call compiles instead
-        self._compiled = self.step_fn.lower(state, self.batch_spec(batch), key).compile()
-        self._compiled_for = _spec(self.batch_spec(batch))
+        spec = self.batch_spec(batch)
+        self._compiled = self.step_fn.lower(state, spec, key).compile()
+        self._compiled_for = _spec(spec)
 
     def _step_for(self, batch):
-        compiled = getattr(self, "_compiled", None)
-        return compiled if compiled is not None and _spec(batch) == self._compiled_for else self.step_fn
+        return self._compiled if self._compiled is not None and _spec(batch) == self._compiled_for else self.step_fn
 
 
 class PmapRunner(_Runner):
@@ -130,17 +129,22 @@ class PmapRunner(_Runner):
         n = len(self.devices)
         return self._broadcast(jax.tree_util.tree_map(np.asarray, tree), n)
 
+    def compile(self, state, batch: dict, key) -> None:
+        """:meth:`_Runner.compile`, on one process only: pmap's ``lower()`` fails on several (jax 0.10.2), where
+        the first call compiles instead."""
+        if jax.process_count() == 1:
+            super().compile(state, batch, key)
+
     def place_state(self, state):
         return self._replicate(state)
 
-    def init_state(self, params, batch_stats, optimizer, state_type):
+    def init_state(self, params, batch_stats, optimizer):
         """The step-0 state on the devices: ``params`` and ``batch_stats`` (host values) copied to every device and
-        the optimizer's initial state built there (``optimizer.init`` per device), so no host copy of the optimizer's
-        state exists. Equal to :meth:`place_state` of the state built on the host (``train.step.create_state``)."""
-        params = self._replicate(params)
-        opt_state = jax.jit(jax.vmap(optimizer.init), out_shardings=self.local)(params)
-        return state_type(step=self._replicate(np.zeros((), np.int32)), params=params,
-                          batch_stats=self._replicate(batch_stats), opt_state=opt_state)
+        ``train.step.create_state`` run there per device (donated: the state takes over the copies), so no host copy
+        of the optimizer's state exists. Equal to :meth:`place_state` of the state built on the host."""
+        build = jax.jit(jax.vmap(lambda p, s: create_state(p, s, optimizer)), donate_argnums=(0, 1),
+                        out_shardings=self.local)
+        return build(self._replicate(params), self._replicate(batch_stats))
 
     def abstract_state(self, state):
         """``state`` (host arrays or shapes) as this runner places it, in ``jax.ShapeDtypeStruct`` leaves."""
@@ -248,13 +252,12 @@ class ShardMapRunner(_Runner):
     def place_state(self, state):
         return jax.tree_util.tree_map(self._global_replicated, state)
 
-    def init_state(self, params, batch_stats, optimizer, state_type):
-        """The step-0 state, replicated: ``params`` and ``batch_stats`` (host values) placed and the optimizer's
-        initial state built on the devices (see :meth:`PmapRunner.init_state`)."""
-        params = self.place_state(params)
-        opt_state = jax.jit(optimizer.init, out_shardings=self.replicated)(params)
-        return state_type(step=self._global_replicated(np.zeros((), np.int32)), params=params,
-                          batch_stats=self.place_state(batch_stats), opt_state=opt_state)
+    def init_state(self, params, batch_stats, optimizer):
+        """The step-0 state, replicated: ``params`` and ``batch_stats`` (host values) placed and
+        ``train.step.create_state`` run on the devices (see :meth:`PmapRunner.init_state`)."""
+        build = jax.jit(lambda p, s: create_state(p, s, optimizer), donate_argnums=(0, 1),
+                        out_shardings=self.replicated)
+        return build(self.place_state(params), self.place_state(batch_stats))
 
     def abstract_state(self, state):
         """``state`` (host arrays or shapes) as this runner places it, in ``jax.ShapeDtypeStruct`` leaves."""

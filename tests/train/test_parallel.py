@@ -86,7 +86,7 @@ def test_pmap_checkpoint_view_is_the_state_own_memory(per_device_stats):
 def test_init_state_equals_the_placed_host_state(parallel):
     config, state, optimizer, runner = _setup(parallel)
     placed = runner.place_state(state)
-    built = runner.init_state(state.params, state.batch_stats, optimizer, TrainState)
+    built = runner.init_state(state.params, state.batch_stats, optimizer)
     assert jax.tree_util.tree_structure(built) == jax.tree_util.tree_structure(placed)
     assert jax.tree_util.tree_leaves(_abstract(built)) == jax.tree_util.tree_leaves(_abstract(placed))
     jax.tree_util.tree_map(np.testing.assert_array_equal, _host(runner, built), _host(runner, placed))
