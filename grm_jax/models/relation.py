@@ -277,6 +277,32 @@ def _policy_attention_bwd(num_template, residuals, g):
 policy_attention.defvjp(_policy_attention_fwd, _policy_attention_bwd)
 
 
+@jax.custom_vjp
+def split_heads(qkv: Array) -> tuple[Array, Array, Array]:
+    """q, k, v (B,H,N,d) from the qkv projection's output arranged as (B,N,3,H,d): (q, k, v) = qkvᵀ with the axes
+    (3,B,H,N,d).
+
+    The backward pass (:func:`_split_heads_bwd`) stacks the three cotangents into one (B,N,3,H,d) array. Autodiff's
+    transpose of the three slices pads each cotangent to the whole (3,B,H,N,d) array and adds the three: 3× the
+    writes and two adds of zeros, the same values (x + 0 = x), 130 ms of a GRM-B/256 batch-2 train step on a
+    2-core CPU (benchmarks/README.md).
+    """
+    q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def _split_heads_fwd(qkv):
+    return split_heads(qkv), None
+
+
+def _split_heads_bwd(_, cotangents):
+    """∂L/∂qkv = stack(∂L/∂q, ∂L/∂k, ∂L/∂v) with the axes put back: (3,B,H,N,d) → (B,N,3,H,d)."""
+    return (jnp.stack(cotangents).transpose(1, 3, 0, 2, 4),)
+
+
+split_heads.defvjp(_split_heads_fwd, _split_heads_bwd)
+
+
 def visibility_mask(decision: Array, num_template: int) -> Array:
     """Hard permission matrix (B,1,N,N) bool from one-hot decisions (B,Ns,2): the 0/1 values of
     :func:`attention_mask` for an exact one-hot policy, without its float arithmetic.
@@ -384,7 +410,7 @@ class Attention(nn.Module):
         else:
             # float32 logits and weights whatever the dtype (a no-op for float32: the reference program).
             acc = _accumulate(cfg.dtype)
-            q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+            q, k, v = split_heads(qkv)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;
             # the "bqhd" output layout went to a slower generic dot (same values, bit for bit).
