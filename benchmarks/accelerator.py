@@ -280,7 +280,8 @@ def git_commit() -> str:
 def define_flags(fv: flags.FlagValues) -> None:
     """The command line's flags."""
     flags.DEFINE_bool("dry-run", False, "tiny model on the CPU, a few iterations", flag_values=fv)
-    flags.DEFINE_float("budget", None, "seconds for the whole run (default 480, dry run 1200)", flag_values=fv)
+    flags.DEFINE_float("budget", None, f"seconds for the whole run (default {DEFAULT_BUDGET_S[False]:.0f}, "
+                       f"dry run {DEFAULT_BUDGET_S[True]:.0f})", flag_values=fv)
     flags.DEFINE_float("reserve", 5.0, "seconds kept for writing the report", flag_values=fv)
     flags.DEFINE_string("out", None, "output folder (default $OUT, else accelerator_out/)", flag_values=fv)
     flags.DEFINE_string("only", None, "comma-separated part names to run", flag_values=fv)

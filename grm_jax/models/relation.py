@@ -412,8 +412,9 @@ class Attention(nn.Module):
             acc = _accumulate(cfg.dtype)
             q, k, v = split_heads(qkv)
             logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
-            # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its fast (YNNPACK) matmul;
-            # the "bqhd" output layout went to a slower generic dot (same values, bit for bit).
+            # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its YNNPACK matmul, faster
+            # than the "bqhd" output layout's generic dot on the AVX-512 CPUs (same values, bit for bit); on an AVX2
+            # CPU both run below XLA's Eigen dot (benchmarks/README.md, 2026-12-05).
             if self.divide:
                 # Keeps only the logits, decisions and V for the backward pass, which recomputes the mask, exp and
                 # weights (B,H,N,N) (benchmarks/README.md: GRM-B/256 train step, XLA's memory analysis; same values).
