@@ -9,8 +9,9 @@ the process's peak resident memory so far (CPU; it only grows from row to row) o
 kept for the backward pass and workspace) and, from the previous row of the same config, what one more sample per
 device adds to them. ``--remat none,block`` compares ``config.train.remat`` settings.
 
-``GFLOP/s`` = 3 × the forward's counted FLOPs per sample (2·MAC of every matmul and convolution, grm_jax/flops.py;
-the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a
+``GFLOP/s`` = 3 × the official forward's FLOPs per sample (2·MAC of every matmul and convolution, counted from the
+traced program plus the predictor's target half the port computes once per sample, grm_jax/flops.py; 65.58 GFLOP
+for ViT-B/256; the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a
 ``--matmul-size``² matmul timed in the same process right before the row, in the row's precision (forward.py's
 ``reference_gflops`` with ``mode='case'``: bfloat16 operands for bfloat16 rows; the issue's target for the train step
 is ≥ 80 %).
@@ -45,7 +46,7 @@ from forward import model_dtype, precision_scope, reference_gflops, timed  # noq
 
 from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
-from grm_jax.flops import iter_eqns, matmul_flops  # noqa: E402
+from grm_jax.flops import iter_eqns, matmul_flops, predictor_shared_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
@@ -141,9 +142,12 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
 
 
 def forward_gflop(model, config, state) -> float:
-    """GFLOP of one sample's forward (2·MAC of the matmuls and convolutions, counted from the traced program)."""
+    """GFLOP of one sample's official forward (2·MAC of the matmuls and convolutions): counted from the traced
+    program, plus the predictor's target half that the official model computes per token and the port per sample
+    (``grm_jax.flops.predictor_shared_flops``), so that the rate is the official model's work per second."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, *example_inputs(config, 1)) / 1e9
+    counted = matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, *example_inputs(config, 1))
+    return (counted + predictor_shared_flops(model.config)) / 1e9
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -1,7 +1,8 @@
 """What a traced program computes: its equations (nested ones included) and its matmul FLOP count.
 
-Used by ``benchmarks/forward.py`` (GFLOP per forward, cross-checked against the official model's counts,
-docs/model.md#configurations) and by the tests that inspect which dtypes the matmuls take.
+Used by ``benchmarks/forward.py`` and ``benchmarks/train_throughput.py`` (GFLOP per forward, cross-checked against
+the official model's counts, docs/model.md#configurations) and by the tests that inspect which dtypes the matmuls
+take.
 """
 
 from __future__ import annotations
@@ -40,3 +41,12 @@ def matmul_flops(fn, *args) -> int:
             spec = eqn.params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
             total += 2 * out * rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
     return total
+
+
+def predictor_shared_flops(model) -> int:
+    """Matmul FLOPs per sample that the official forward spends and this port's does not: the division predictor's
+    first layer multiplies the target half of [u_x, broadcast(t)] once per search token, the port once per sample
+    (``relation.pair_dense``, docs/model.md#predictor): (L − 1) · 2 · (Ns − 1) · D · F₀ for the L − 1 division
+    layers, Ns search tokens, width D and F₀ hidden units (``model`` a ``ModelConfig``; 1.65 GFLOP for ViT-B/256).
+    The official forward's count is :func:`matmul_flops` of the port plus this."""
+    return (model.depth - 1) * 2 * (model.num_search - 1) * model.embed_dim * model.divide_hidden[0]

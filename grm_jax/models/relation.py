@@ -20,8 +20,9 @@ Two attention implementations (``config.model.attention``):
 With ``dtype=bfloat16`` the matmuls take bfloat16 operands and accumulate and return float32 (on CPUs with
 AVX512-BF16 that is also the fast path); logits, softmax, LayerNorm and the loss stay float32.
 
-Pure functions plus the one linen module that owns the weights (:class:`Attention`, named as the official
-``blocks.{i}.attn``: ``qkv``, ``proj`` and ``divide_predict_{0,2,4}``).
+Pure functions plus the linen modules that own the weights: :class:`Attention`, named as the official
+``blocks.{i}.attn`` (``qkv``, ``proj`` and ``divide_predict_{0,2,4}``), and :class:`PairDense`, the predictor's
+first layer with ``nn.Dense``'s parameters.
 """
 
 from __future__ import annotations
@@ -341,6 +342,37 @@ def fused_attention(q: Array, k: Array, v: Array, visible: Array | None = None) 
     return jax.nn.dot_product_attention(q, k, v, mask=visible, implementation="xla")
 
 
+def pair_dense(u: Array, t: Array, kernel: Array, bias: Array, **dot_kwargs) -> Array:
+    """Linear([u, broadcast(t)]) (B,N,F) for u (B,N,D) and one row t (B,1,D) per sample, kernel (2D,F) and bias
+    (F,): u·W_u + (t·W_t + b), W_u = kernel[:D] and W_t = kernel[D:].
+
+    The same map as the concatenation's matmul: the target half is computed once per sample instead of once per
+    token, and the (B,N,2D) concatenation is never formed (docs/model.md#predictor). The values differ from the
+    one matmul over 2D by float32 rounding, the sum over 2D being split in two.
+    """
+    dim = u.shape[-1]
+    if t.shape[-1] != dim or kernel.shape[0] != 2 * dim:
+        raise ValueError(f"pair_dense: u {u.shape}, t {t.shape} and kernel {kernel.shape} do not match "
+                         f"(kernel rows = 2 x the token width)")
+    dot = functools.partial(jnp.einsum, **dot_kwargs)
+    return dot("bnd,df->bnf", u, kernel[:dim]) + (dot("bnd,df->bnf", t, kernel[dim:]) + bias)
+
+
+class PairDense(nn.Module):
+    """``nn.Dense`` over [u, broadcast(t)] (:func:`pair_dense`), with ``nn.Dense``'s parameters (``kernel``
+    (2D,F), ``bias`` (F,)) and dtype handling: the division predictor's first layer."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, u: Array, t: Array) -> Array:
+        kernel = self.param("kernel", dense_init(), (2 * u.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        u, t, kernel, bias = (a.astype(self.dtype) for a in (u, t, kernel, bias))
+        return pair_dense(u, t, kernel, bias, **_accumulate(self.dtype))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention of block ``index``, with the division module when ``divide`` (blocks 1..L−1).
 
@@ -366,8 +398,7 @@ class Attention(nn.Module):
         nz = self.config.num_template
         u_z, u_x = u[:, :nz], u[:, nz:]
         t = target_representation(u_z, self.config.tgt_type, template_mask)
-        h = jnp.concatenate([u_x, jnp.broadcast_to(t, u_x.shape)], axis=-1)
-        h = gelu(self._dense(self.config.divide_hidden[0], "divide_predict_0")(h))
+        h = gelu(PairDense(self.config.divide_hidden[0], self.config.dtype, name="divide_predict_0")(u_x, t))
         h = gelu(self._dense(self.config.divide_hidden[1], "divide_predict_2")(h))
         h = self._dense(2, "divide_predict_4")(h)
         return jax.nn.log_softmax(h.astype(jnp.float32), axis=-1)

@@ -186,6 +186,40 @@ def test_split_heads_gradient_is_autodiffs_bit_for_bit():
     np.testing.assert_array_equal(ours, reference)
 
 
+def test_pair_dense_is_the_concatenations_linear_layer():
+    """pair_dense(u, t) = Linear([u, broadcast(t)]) in value and in the gradients of u, t, kernel and bias, to float32
+    rounding (the 2D-long sum is split in two: here 3.3e-7 of the largest output apart, each form 3.9e-7 from
+    float64; tolerance 1e-5 relative),
+    and PairDense holds nn.Dense's parameters (names, shapes, initial values)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    u, t = jax.random.normal(keys[0], (2, 9, 768)), jax.random.normal(keys[1], (2, 1, 768))
+    kernel, bias = 0.02 * jax.random.normal(keys[2], (1536, 384)), jax.random.normal(keys[3], (384,))
+    weights = jax.random.normal(jax.random.PRNGKey(5), (2, 9, 384))
+
+    def concatenated(u, t, kernel, bias):
+        return jnp.concatenate([u, jnp.broadcast_to(t, u.shape)], axis=-1) @ kernel + bias
+
+    def loss(fn, *args):
+        return jnp.sum(weights * jnp.tanh(fn(*args)))
+
+    args = (u, t, kernel, bias)
+    ours, reference = relation.pair_dense(*args), concatenated(*args)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+    grads = jax.grad(functools.partial(loss, relation.pair_dense), argnums=(0, 1, 2, 3))(*args)
+    expected = jax.grad(functools.partial(loss, concatenated), argnums=(0, 1, 2, 3))(*args)
+    for name, a, b in zip(("u", "t", "kernel", "bias"), grads, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    with pytest.raises(ValueError, match="pair_dense"):
+        relation.pair_dense(u, t, kernel[:1000], bias)
+
+    ours = relation.PairDense(384).init(jax.random.PRNGKey(1), u, t)
+    dense = relation.nn.Dense(384, kernel_init=relation.dense_init()).init(
+        jax.random.PRNGKey(1), jnp.concatenate([u, jnp.broadcast_to(t, u.shape)], axis=-1))
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(dense)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(dense)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_select_tokens_threshold_rules():
     # p0 values: 0.3, 0.5, 0.7 → log-probs.
     p0 = np.array([0.3, 0.5 + 1e-3, 0.7])
