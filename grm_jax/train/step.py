@@ -117,7 +117,9 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])
 
         (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        if axis_name:
+        # One device on the axis: the mean is the identity, and XLA's CPU all-reduce of one participant still
+        # copies every gradient (67 ms of the GRM-B/256 batch-2 step on a 2-core CPU, benchmarks/README.md).
+        if axis_name and jax.lax.axis_size(axis_name) > 1:
             if reduce_grads:
                 grads = jax.lax.pmean(grads, axis_name)
             else:
@@ -126,7 +128,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
         metrics = {**status, "grad_norm": optax.global_norm(grads),
                    "interaction_ratio": jnp.mean(ratio, axis=0),
                    **{f"lr/{name}": fn(state.step) for name, fn in learning_rates(config, steps_per_epoch).items()}}
-        if axis_name:
+        if axis_name and jax.lax.axis_size(axis_name) > 1:
             metrics = jax.lax.pmean(metrics, axis_name)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
