@@ -11,7 +11,7 @@ import pytest
 from grm_jax import losses
 from grm_jax.models import build_model, example_inputs, host_init, sample_keys
 from grm_jax.train.optimizer import make_optimizer
-from grm_jax.train.step import create_state, make_train_step
+from grm_jax.train.step import AXIS, create_state, make_train_step
 from helpers import load_config, tiny_inputs
 
 
@@ -82,3 +82,32 @@ def test_batched_update_equals_the_plain_one():
     moved = sum(np.abs(np.asarray(a) - np.asarray(p)).sum()
                 for a, p in zip(jax.tree_util.tree_leaves(plain[0]), jax.tree_util.tree_leaves(params)))
     assert moved > 0  # the update did something
+
+
+def test_one_device_axis_has_no_all_reduce(tiny_outputs):
+    """The step averages gradients and metrics over the device axis only where it has several devices: on one
+    device the mean is the identity, and the compiled pmap program holds no all-reduce (XLA's CPU all-reduce of one
+    participant copies every gradient); over an axis of 2 (vmap) the step still takes the mean (psum in its
+    program), and the one-device pmap step gives the plain jit step's parameters exactly."""
+    config = load_config("tiny")
+    config.model.drop_path_rate = 0.0
+    model = build_model(config)
+    z, x, mask = tiny_inputs(tiny_outputs)
+    variables = host_init(model, z, x, seed=0)
+    optimizer = make_optimizer(config, variables["params"], 10)
+    state = create_state(variables["params"], variables["batch_stats"], optimizer)
+    batch = dict(template=z, search=x, template_mask=mask, search_anno=jnp.asarray(tiny_outputs["search_box"]))
+    key = jax.random.PRNGKey(0)
+    lead = lambda tree, n=1: jax.tree_util.tree_map(lambda a: jnp.stack([a] * n), tree)
+
+    pmapped = jax.pmap(make_train_step(model, optimizer, config, 10), axis_name=AXIS, devices=jax.local_devices()[:1])
+    assert "all-reduce" not in pmapped.lower(lead(state), lead(batch), lead(key)).compile().as_text()
+    two = jax.make_jaxpr(jax.vmap(make_train_step(model, optimizer, config, 10), axis_name=AXIS))(
+        lead(state, 2), lead(batch, 2), lead(key, 2))
+    assert "psum" in str(two)
+
+    # axis_name=None and batched_update=False take the same arithmetic as the pmap step on one device
+    single, _ = jax.jit(make_train_step(model, optimizer, config, 10, axis_name=None))(state, batch, key)
+    replicated, _ = pmapped(lead(state), lead(batch), lead(key))
+    for a, b in zip(jax.tree_util.tree_leaves(single.params), jax.tree_util.tree_leaves(replicated.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[0])
