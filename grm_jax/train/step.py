@@ -117,9 +117,11 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
             return total, (new_state["batch_stats"], status, out["interaction_ratio"])
 
         (total, (batch_stats, status, ratio)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        # One device on the axis: the mean is the identity, and XLA's CPU all-reduce of one participant still
-        # copies every gradient (67 ms of the GRM-B/256 batch-2 step on a 2-core CPU, benchmarks/README.md).
-        if axis_name and jax.lax.axis_size(axis_name) > 1:
+        # One device on the pmap axis: the mean is the identity, and XLA's CPU all-reduce of one participant still
+        # copies every gradient (67 ms of the GRM-B/256 batch-2 step on a 2-core CPU, benchmarks/README.md). Under
+        # shard_map (reduce_grads=False) the pmean also tells check_vma that the metrics are replicated: kept.
+        collective = bool(axis_name) and (jax.lax.axis_size(axis_name) > 1 or not reduce_grads)
+        if collective:
             if reduce_grads:
                 grads = jax.lax.pmean(grads, axis_name)
             else:
@@ -128,7 +130,7 @@ def make_train_step(model, optimizer, config, steps_per_epoch: int, axis_name: s
         metrics = {**status, "grad_norm": optax.global_norm(grads),
                    "interaction_ratio": jnp.mean(ratio, axis=0),
                    **{f"lr/{name}": fn(state.step) for name, fn in learning_rates(config, steps_per_epoch).items()}}
-        if axis_name and jax.lax.axis_size(axis_name) > 1:
+        if collective:
             metrics = jax.lax.pmean(metrics, axis_name)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
