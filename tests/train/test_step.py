@@ -15,7 +15,8 @@ from grm_jax.train.step import AXIS, create_state, make_train_step
 from helpers import load_config, tiny_inputs
 
 
-def _step(tiny_outputs, **train):
+def _setup(tiny_outputs, **train):
+    """The tiny GRM without DropPath, its initial train state and one batch of the tiny fixture."""
     config = load_config("tiny")
     config.model.drop_path_rate = 0.0
     config.train.update(train)
@@ -25,6 +26,11 @@ def _step(tiny_outputs, **train):
     optimizer = make_optimizer(config, variables["params"], 10)
     state = create_state(variables["params"], variables["batch_stats"], optimizer)
     batch = dict(template=z, search=x, template_mask=mask, search_anno=jnp.asarray(tiny_outputs["search_box"]))
+    return config, model, variables, optimizer, state, batch
+
+
+def _step(tiny_outputs, **train):
+    config, model, variables, optimizer, state, batch = _setup(tiny_outputs, **train)
     new_state, metrics = jax.jit(make_train_step(model, optimizer, config, 10, axis_name=None))(
         state, batch, jax.random.PRNGKey(0))
     return model, variables, batch, new_state, metrics
@@ -89,14 +95,7 @@ def test_one_device_axis_has_no_all_reduce(tiny_outputs):
     device the mean is the identity, and the compiled pmap program holds no all-reduce (XLA's CPU all-reduce of one
     participant copies every gradient); over an axis of 2 (vmap) the step still takes the mean (psum in its
     program), and the one-device pmap step gives the plain jit step's parameters exactly."""
-    config = load_config("tiny")
-    config.model.drop_path_rate = 0.0
-    model = build_model(config)
-    z, x, mask = tiny_inputs(tiny_outputs)
-    variables = host_init(model, z, x, seed=0)
-    optimizer = make_optimizer(config, variables["params"], 10)
-    state = create_state(variables["params"], variables["batch_stats"], optimizer)
-    batch = dict(template=z, search=x, template_mask=mask, search_anno=jnp.asarray(tiny_outputs["search_box"]))
+    config, model, _, optimizer, state, batch = _setup(tiny_outputs)
     key = jax.random.PRNGKey(0)
     lead = lambda tree, n=1: jax.tree_util.tree_map(lambda a: jnp.stack([a] * n), tree)
 
