@@ -119,22 +119,34 @@ def model_dtype(dtype: str) -> str:
     return "float32" if dtype == "tf32" else dtype
 
 
-def matmul_gflops(size: int, dtype=jnp.float32, iters: int = 10, precision: str = "float32") -> float:
-    """GFLOP/s of a size×size @ size×size matmul (float32 result), median of ``iters``; ``precision`` as a row's
-    dtype (``float32``: highest, ``tf32``: backend default)."""
+def matmul_timer(size: int, dtype=jnp.float32, precision: str = "float32"):
+    """A function ``rate(iters, warmup=0)``: GFLOP/s of a size×size @ size×size matmul (float32 result), median of
+    ``iters`` calls of the program compiled once here; ``precision`` as a row's dtype (``float32``: highest,
+    ``tf32``: backend default). Called between the steps of a measurement, it samples the machine's matmul speed
+    under the same conditions as the steps."""
     rng = np.random.default_rng(0)
     a, b = (jnp.asarray(rng.normal(size=(size, size)), dtype) for _ in range(2))
     with precision_scope(precision):
         fn = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32)).lower(a, b).compile()
-    return 2 * size ** 3 / np.median(timed(fn, a, b, warmup=2, iters=iters)) / 1e9
+    return lambda iters, warmup=0: 2 * size ** 3 / np.median(timed(fn, a, b, warmup=warmup, iters=iters)) / 1e9
+
+
+def matmul_gflops(size: int, dtype=jnp.float32, iters: int = 10, precision: str = "float32") -> float:
+    """GFLOP/s of a size×size @ size×size matmul (float32 result), median of ``iters`` (:func:`matmul_timer`)."""
+    return matmul_timer(size, dtype, precision)(iters, warmup=2)
+
+
+def reference_timer(size: int, dtype: str, mode: str):
+    """:func:`matmul_timer` of a row's reference matmul: float32 (default precision) for every row
+    (``mode='float32'``), or the row's own precision (``mode='case'``: bfloat16 operands for bfloat16 rows)."""
+    if mode == "float32":
+        return matmul_timer(size, precision="tf32")
+    return matmul_timer(size, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, precision=dtype)
 
 
 def reference_gflops(size: int, dtype: str, mode: str) -> float:
-    """The reference matmul of a row: float32 (default precision) for every row (``mode='float32'``), or the
-    row's own precision (``mode='case'``: bfloat16 operands for bfloat16 rows)."""
-    if mode == "float32":
-        return matmul_gflops(size, precision="tf32")
-    return matmul_gflops(size, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, precision=dtype)
+    """GFLOP/s of a row's reference matmul (:func:`reference_timer`), median of 10 calls."""
+    return reference_timer(size, dtype, mode)(10, warmup=2)
 
 
 def profile_ops(fn, *args, iters: int = 3, top: int = 25) -> list[tuple[float, int, str, str]]:

@@ -11,10 +11,12 @@ device adds to them. ``--remat none,block`` compares ``config.train.remat`` sett
 
 ``GFLOP/s`` = 3 × the official forward's FLOPs per sample (2·MAC of every matmul and convolution, counted from the
 traced program plus the predictor's target half the port computes once per sample, grm_jax/flops.py; 65.58 GFLOP
-for ViT-B/256; the backward pass does two matmuls per forward matmul) × samples/s; ``% matmul`` = that over a
-``--matmul-size``² matmul timed in the same process right before the row, in the row's precision (forward.py's
-``reference_gflops`` with ``mode='case'``: bfloat16 operands for bfloat16 rows; the issue's target for the train step
-is ≥ 80 %).
+for ViT-B/256; the backward pass does two matmuls per forward matmul) × samples/s; ``matmul GF/s`` = a
+``--matmul-size``² matmul in the row's precision (forward.py's ``reference_timer`` with ``mode='case'``: bfloat16
+operands for bfloat16 rows), timed after every timed step (median of 3 calls each time) and the median of those
+samples taken, so that the step and its reference share the machine's conditions (a shared 2-core VM's speed drifts
+by tens of percent within a minute); ``% matmul`` = GFLOP/s over that (the issue's target for the train step is
+≥ 80 %); ``% matmul per step`` = the range over the timed steps of each step's rate over the sample right after it.
 ``--matmuls-alone`` adds two columns: ``matmuls alone ms``, every ``dot_general`` and convolution of the traced step
 (forward, backward and the division MLPs) jitted and timed alone on its own operands, summed over the step
 (median of 5 each), and ``% ceiling``, the ``% matmul`` the step would reach if nothing but those matmuls ran, each
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
-from forward import model_dtype, precision_scope, reference_gflops, timed  # noqa: E402
+from forward import model_dtype, precision_scope, reference_timer, timed  # noqa: E402
 
 from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
@@ -96,7 +98,13 @@ def matmuls_alone_ms(fn, *args, iters: int = 5, repeat: int = 8) -> float:
     return 1e3 * total
 
 
-def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", alone: bool = False) -> dict:
+REFERENCE_ITERS = 3  # reference matmul calls after each timed step (their median is one sample)
+
+
+def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", alone: bool = False,
+            reference=None) -> dict:
+    """One row: the step's time and memory; with ``reference`` (a forward.py ``matmul_timer``), a sample of the
+    reference matmul's GF/s after every timed step (``reference_samples``)."""
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{name}")
     config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
@@ -122,17 +130,20 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     memory.release_free_memory()  # as train.py does after the first (compiling) step
-    times = []
+    times, reference_samples = [], []
     for _ in range(steps):
         start = time.perf_counter()
         state, metrics = runner(state, data, key)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
+        if reference is not None:
+            reference_samples.append(reference(REFERENCE_ITERS))
     median = float(np.median(times))
     samples_s = batch * n / median
     row = dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
                step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
-               gflops=3 * gflop * samples_s)
+               gflops=3 * gflop * samples_s, gflop_per_step=3 * gflop * batch * n,
+               step_times_ms=[1e3 * t for t in times], reference_samples=reference_samples)
     if alone:
         one_device = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (state, data))
         del state, runner
@@ -171,18 +182,22 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     rows = []
     print(f"devices: {jax.devices()}; XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}\n")
     print("| config | batch/device | devices | dtype | remat | compile s | step ms | samples/s | GFLOP/s | "
-          "matmul GF/s | % matmul | peak MB | temp MB | temp MB per added sample |"
+          "matmul GF/s | % matmul | % matmul per step | peak MB | temp MB | temp MB per added sample |"
           + (" matmuls alone ms | % ceiling |" if args.matmuls_alone else ""))
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
           + ("---:|---:|" if args.matmuls_alone else ""))
     for name in args.configs.split(","):
         for remat in args.remat.split(","):
             previous = None
             for batch in (int(b) for b in args.batches.split(",")):
-                reference = reference_gflops(args.matmul_size, args.dtype, mode="case")
+                timer = reference_timer(args.matmul_size, args.dtype, mode="case")
+                timer(1, warmup=2)
                 with precision_scope(args.dtype):
-                    r = measure(name, batch, args.steps, args.dtype, remat, args.matmuls_alone)
+                    r = measure(name, batch, args.steps, args.dtype, remat, args.matmuls_alone, timer)
+                reference = float(np.median(r["reference_samples"]))
                 r["matmul_gflops"], r["pct_matmul"] = reference, 100 * r["gflops"] / reference
+                r["pct_matmul_steps"] = [100 * r["gflop_per_step"] / (1e-3 * t) / mm
+                                         for t, mm in zip(r["step_times_ms"], r["reference_samples"])]
                 r["temp_mb_per_sample"] = (float("nan") if previous is None else
                                            (r["temp_mb"] - previous["temp_mb"]) / (batch - previous["batch"]))
                 previous = r
@@ -193,7 +208,8 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
                     ceiling = f" {r['alone_ms']:.0f} | {r['pct_ceiling']:.0f} |"
                 print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {remat} | "
                       f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['gflops']:.1f} | "
-                      f"{reference:.1f} | {r['pct_matmul']:.0f} | {r['peak_mb']:.0f} | "
+                      f"{reference:.1f} | {r['pct_matmul']:.0f} | {min(r['pct_matmul_steps']):.0f}–"
+                      f"{max(r['pct_matmul_steps']):.0f} | {r['peak_mb']:.0f} | "
                       f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |{ceiling}", flush=True)
 
     if args.json:

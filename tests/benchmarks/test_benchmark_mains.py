@@ -54,11 +54,12 @@ def test_accelerator_twice_in_one_process(tmp_path, capsys):
 
 
 def test_train_throughput_reports_the_matmul_share(tmp_path, capsys):
-    """tiny, batch 1, one timed step: the row carries GFLOP/s = 3 × the official forward's GFLOP × samples/s and its
-    share of the reference matmul measured in the same run."""
+    """tiny, batch 1, two timed steps: the row carries GFLOP/s = 3 × the official forward's GFLOP × samples/s and its
+    share of the reference matmul sampled after each timed step (the median of the samples; per step, the step's
+    rate over the sample after it)."""
     throughput = importlib.import_module("train_throughput")
     out = tmp_path / "rows.json"
-    assert throughput.main(["train_throughput.py", "--batches", "1", "--steps", "1", "--matmul-size", "256",
+    assert throughput.main(["train_throughput.py", "--batches", "1", "--steps", "2", "--matmul-size", "256",
                             "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
@@ -69,7 +70,13 @@ def test_train_throughput_reports_the_matmul_share(tmp_path, capsys):
              + predictor_shared_flops(model.config)) / 1e9
     assert row["gflops"] == pytest.approx(3 * gflop * row["samples_s"], rel=1e-9)
     assert row["pct_matmul"] == pytest.approx(100 * row["gflops"] / row["matmul_gflops"], rel=1e-9)
-    assert "| GFLOP/s | matmul GF/s | % matmul |" in capsys.readouterr().out
+    assert len(row["reference_samples"]) == len(row["step_times_ms"]) == 2
+    assert row["matmul_gflops"] == pytest.approx(float(np.median(row["reference_samples"])), rel=1e-12)
+    assert row["step_ms"] == pytest.approx(float(np.median(row["step_times_ms"])), rel=1e-12)
+    assert row["gflop_per_step"] == pytest.approx(3 * gflop, rel=1e-9)  # batch 1, one device
+    for pct, step_ms, reference in zip(row["pct_matmul_steps"], row["step_times_ms"], row["reference_samples"]):
+        assert pct == pytest.approx(100 * 3 * gflop / (step_ms / 1e3) / reference, rel=1e-9)
+    assert "| GFLOP/s | matmul GF/s | % matmul | % matmul per step |" in capsys.readouterr().out
 
 
 def test_train_throughput_ceiling_counts_every_matmul_of_the_step(tmp_path):
