@@ -48,7 +48,7 @@ from absl import flags  # noqa: E402
 
 from grm_jax import cli  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
-from grm_jax.flops import matmul_flops, predictor_shared_flops  # noqa: E402
+from grm_jax.flops import official_forward_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs, host_init  # noqa: E402
 from grm_jax.models.grm import inference_variables  # noqa: E402
 
@@ -275,7 +275,7 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     for name in configs:
         config, model, z1, x1 = setup(name, 1)
         variables = jax.device_put(host_init(model, z1, x1))
-        counted = (matmul_flops(model.apply, variables, z1, x1) + predictor_shared_flops(model.config)) / 1e9
+        counted = official_forward_flops(model, variables, z1, x1) / 1e9
         cost = jax.jit(model.apply).lower(variables, z1, x1).cost_analysis()  # of the HLO: no compile
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         gflop = SPEC_GFLOP.get(name, counted)

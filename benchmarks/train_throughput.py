@@ -48,7 +48,7 @@ from forward import model_dtype, precision_scope, reference_timer, timed  # noqa
 
 from grm_jax import cli, memory, xla_flags  # noqa: E402
 from grm_jax.config import load_config_file  # noqa: E402
-from grm_jax.flops import iter_eqns, matmul_flops, predictor_shared_flops  # noqa: E402
+from grm_jax.flops import iter_eqns, official_forward_flops  # noqa: E402
 from grm_jax.models import build_model, example_inputs  # noqa: E402
 from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
@@ -155,10 +155,9 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
 def forward_gflop(model, config, state) -> float:
     """GFLOP of one sample's official forward (2·MAC of the matmuls and convolutions): counted from the traced
     program, plus the predictor's target half that the official model computes per token and the port per sample
-    (``grm_jax.flops.predictor_shared_flops``), so that the rate is the official model's work per second."""
+    (``grm_jax.flops.official_forward_flops``), so that the rate is the official model's work per second."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    counted = matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, *example_inputs(config, 1))
-    return (counted + predictor_shared_flops(model.config)) / 1e9
+    return official_forward_flops(model, variables, *example_inputs(config, 1)) / 1e9
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -50,3 +50,11 @@ def predictor_shared_flops(model) -> int:
     layers, Ns search tokens, width D and F₀ hidden units (``model`` a ``ModelConfig``; 1.65 GFLOP for ViT-B/256).
     The official forward's count is :func:`matmul_flops` of the port plus this."""
     return (model.depth - 1) * 2 * (model.num_search - 1) * model.embed_dim * model.divide_hidden[0]
+
+
+def official_forward_flops(model, variables, template, search) -> int:
+    """Matmul FLOPs of the official model's forward on these inputs: :func:`matmul_flops` of ``model.apply`` (a
+    GRM module) plus :func:`predictor_shared_flops` of ``model.config`` for each sample of the batch. ``variables``
+    and the images may be ``jax.ShapeDtypeStruct``s."""
+    counted = matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, template, search)
+    return counted + template.shape[0] * predictor_shared_flops(model.config)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from grm_jax.flops import iter_eqns, matmul_flops, predictor_shared_flops
+from grm_jax.flops import iter_eqns, matmul_flops, official_forward_flops, predictor_shared_flops
 from grm_jax.models import build_model, example_inputs
 from grm_jax.models.relation import pair_dense
 from helpers import load_config
@@ -43,6 +43,9 @@ def test_grm_forward_matches_the_spec_count(name, spec_gflop):
     counted = matmul_flops(model.apply, variables, z, x) / 1e9
     assert counted < spec_gflop * (1 - 1e-2)  # the predictor's target half is computed once per sample
     assert counted + predictor_shared_flops(model.config) / 1e9 == pytest.approx(spec_gflop, rel=1e-3)
+    z2, x2 = example_inputs(config, 2)  # the official count scales with the batch, the shared part included
+    assert official_forward_flops(model, variables, z2, x2) == 2 * (
+        matmul_flops(model.apply, variables, z, x) + predictor_shared_flops(model.config))
 
 
 def test_predictor_shared_flops_is_what_the_concatenation_adds():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from grm_jax.config import load_config_file
-from grm_jax.flops import matmul_flops, predictor_shared_flops
+from grm_jax.flops import matmul_flops, official_forward_flops
 from grm_jax.models import build_model, example_inputs, host_init
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -66,8 +66,7 @@ def test_train_throughput_reports_the_matmul_share(tmp_path, capsys):
     model = build_model(config)
     inputs = example_inputs(config, 1)
     variables = host_init(model, *inputs)
-    gflop = (matmul_flops(lambda v, z, x: model.apply(v, z, x), variables, *inputs)
-             + predictor_shared_flops(model.config)) / 1e9
+    gflop = official_forward_flops(model, variables, *inputs) / 1e9
     assert row["gflops"] == pytest.approx(3 * gflop * row["samples_s"], rel=1e-9)
     assert row["pct_matmul"] == pytest.approx(100 * row["gflops"] / row["matmul_gflops"], rel=1e-9)
     assert len(row["reference_samples"]) == len(row["step_times_ms"]) == 2
