@@ -164,7 +164,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     """The command line's flags."""
     flags.DEFINE_string("configs", "tiny", "configs/grm.py variants, comma-separated", flag_values=fv)
     flags.DEFINE_string("batches", "2,8,32", "batch sizes per device, comma-separated", flag_values=fv)
-    flags.DEFINE_integer("steps", 5, "timed steps after the compiling one", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "timed steps after the compiling one", lower_bound=1, flag_values=fv)
     flags.DEFINE_enum("dtype", "float32", ["float32", "tf32", "bfloat16"], "compute precision", flag_values=fv)
     flags.DEFINE_string("remat", "none", "comma list of config.train.remat values: none, block", flag_values=fv)
     flags.DEFINE_integer("matmul-size", 2048, "size of the reference matmul", flag_values=fv)
