@@ -40,12 +40,13 @@ def test_grm_forward_matches_the_spec_count(name, spec_gflop):
     model = build_model(config)
     z, x = example_inputs(config, 1)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), z, x))
-    counted = matmul_flops(model.apply, variables, z, x) / 1e9
+    counted_flops = matmul_flops(model.apply, variables, z, x)
+    counted = counted_flops / 1e9
     assert counted < spec_gflop * (1 - 1e-2)  # the predictor's target half is computed once per sample
     assert counted + predictor_shared_flops(model.config) / 1e9 == pytest.approx(spec_gflop, rel=1e-3)
     z2, x2 = example_inputs(config, 2)  # the official count scales with the batch, the shared part included
-    assert official_forward_flops(model, variables, z2, x2) == 2 * (
-        matmul_flops(model.apply, variables, z, x) + predictor_shared_flops(model.config))
+    shared = predictor_shared_flops(model.config)
+    assert official_forward_flops(model, variables, z2, x2) == 2 * (counted_flops + shared)
 
 
 def test_predictor_shared_flops_is_what_the_concatenation_adds():
