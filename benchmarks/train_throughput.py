@@ -16,7 +16,8 @@ for ViT-B/256; the backward pass does two matmuls per forward matmul) × samples
 operands for bfloat16 rows), timed after every timed step (median of 3 calls each time) and the median of those
 samples taken, so that the step and its reference share the machine's conditions (a shared 2-core VM's speed drifts
 by tens of percent within a minute); ``% matmul`` = GFLOP/s over that (the issue's target for the train step is
-≥ 80 %); ``% matmul per step`` = the range over the timed steps of each step's rate over the sample right after it.
+≥ 80 %); ``% matmul per step`` = each timed step's rate over the sample taken right after it: their median, and
+their range in brackets.
 ``--matmuls-alone`` adds two columns: ``matmuls alone ms``, every ``dot_general`` and convolution of the traced step
 (forward, backward and the division MLPs) jitted and timed alone on its own operands, summed over the step
 (median of 5 each), and ``% ceiling``, the ``% matmul`` the step would reach if nothing but those matmuls ran, each
@@ -142,14 +143,29 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
     samples_s = batch * n / median
     row = dict(config=name, batch=batch, devices=n, dtype=dtype, remat=remat, compile_s=compile_s,
                step_ms=1e3 * median, samples_s=samples_s, peak_mb=peak_memory_mb(), temp_mb=temp_mb,
-               gflops=3 * gflop * samples_s, gflop_per_step=3 * gflop * batch * n,
-               step_times_ms=[1e3 * t for t in times], reference_samples=reference_samples)
+               gflops=3 * gflop * samples_s, step_times_ms=[1e3 * t for t in times],
+               reference_samples=reference_samples)
+    if reference is not None:
+        row.update(matmul_shares(3 * gflop * batch * n, times, reference_samples))
     if alone:
         one_device = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (state, data))
         del state, runner
         step = make_train_step(model, optimizer, config, 100, axis_name=None)
         row["alone_ms"] = matmuls_alone_ms(step, *one_device, jax.random.PRNGKey(0))
     return row
+
+
+def matmul_shares(gflop_per_step: float, step_times_s: list[float], reference_samples: list[float]) -> dict:
+    """The step's rate as a share of the reference matmul's (module docstring).
+
+    matmul_gflops = median of the samples; pct_matmul = 100 · (gflop_per_step / median step time) / matmul_gflops;
+    pct_matmul_steps[k] = 100 · (gflop_per_step / step_times_s[k]) / reference_samples[k], the sample taken right
+    after step k.
+    """
+    reference = float(np.median(reference_samples))
+    return dict(matmul_gflops=reference,
+                pct_matmul=100 * gflop_per_step / float(np.median(step_times_s)) / reference,
+                pct_matmul_steps=[100 * gflop_per_step / t / mm for t, mm in zip(step_times_s, reference_samples)])
 
 
 def forward_gflop(model, config, state) -> float:
@@ -193,10 +209,7 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
                 timer(1, warmup=2)
                 with precision_scope(args.dtype):
                     r = measure(name, batch, args.steps, args.dtype, remat, args.matmuls_alone, timer)
-                reference = float(np.median(r["reference_samples"]))
-                r["matmul_gflops"], r["pct_matmul"] = reference, 100 * r["gflops"] / reference
-                r["pct_matmul_steps"] = [100 * r["gflop_per_step"] / (1e-3 * t) / mm
-                                         for t, mm in zip(r["step_times_ms"], r["reference_samples"])]
+                reference, per_step = r["matmul_gflops"], r["pct_matmul_steps"]
                 r["temp_mb_per_sample"] = (float("nan") if previous is None else
                                            (r["temp_mb"] - previous["temp_mb"]) / (batch - previous["batch"]))
                 previous = r
@@ -207,8 +220,8 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
                     ceiling = f" {r['alone_ms']:.0f} | {r['pct_ceiling']:.0f} |"
                 print(f"| {r['config']} | {r['batch']} | {r['devices']} | {r['dtype']} | {remat} | "
                       f"{r['compile_s']:.1f} | {r['step_ms']:.0f} | {r['samples_s']:.1f} | {r['gflops']:.1f} | "
-                      f"{reference:.1f} | {r['pct_matmul']:.0f} | {min(r['pct_matmul_steps']):.0f}–"
-                      f"{max(r['pct_matmul_steps']):.0f} | {r['peak_mb']:.0f} | "
+                      f"{reference:.1f} | {r['pct_matmul']:.0f} | {np.median(per_step):.0f} ({min(per_step):.0f}–"
+                      f"{max(per_step):.0f}) | {r['peak_mb']:.0f} | "
                       f"{r['temp_mb']:.0f} | {r['temp_mb_per_sample']:.0f} |{ceiling}", flush=True)
 
     if args.json:
