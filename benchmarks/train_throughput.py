@@ -105,7 +105,8 @@ REFERENCE_ITERS = 3  # reference matmul calls after each timed step (their media
 def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", alone: bool = False,
             reference=None) -> dict:
     """One row: the step's time and memory; with ``reference`` (a forward.py ``matmul_timer``), a sample of the
-    reference matmul's GF/s after every timed step (``reference_samples``)."""
+    reference matmul's GF/s after every timed step (``reference_samples``) and the step's shares of it
+    (:func:`matmul_shares`)."""
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:{name}")
     config.model.dtype = model_dtype(dtype)
     config.train.batch_size = batch
