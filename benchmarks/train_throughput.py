@@ -99,6 +99,17 @@ def matmuls_alone_ms(fn, *args, iters: int = 5, repeat: int = 8) -> float:
     return 1e3 * total
 
 
+def synthetic_batch(config, devices: int, batch: int) -> dict:
+    """A host batch of pmap's shape (devices, batch, ...): normal noise images, every template cell on, one box."""
+    m = config.model
+    rng = np.random.default_rng(0)
+    grid = (m.template_size // m.patch_size) ** 2
+    return dict(template=rng.normal(size=(devices, batch, m.template_size, m.template_size, 3)).astype(np.float32),
+                search=rng.normal(size=(devices, batch, m.search_size, m.search_size, 3)).astype(np.float32),
+                template_mask=np.ones((devices, batch, grid), np.float32),
+                search_anno=np.tile(np.float32([0.3, 0.3, 0.25, 0.3]), (devices, batch, 1)))
+
+
 REFERENCE_ITERS = 3  # reference matmul calls after each timed step (their median is one sample)
 
 
@@ -119,13 +130,7 @@ def measure(name: str, batch: int, steps: int, dtype: str, remat: str = "none", 
     runner = PmapRunner(model, optimizer, config, 100, jax.local_devices())  # train.py's pmap path
     state, key = runner.place_state(state), runner.place_key(jax.random.PRNGKey(0))
     memory.release_free_memory()  # as train.py does once the state is placed (grm_jax/memory.py)
-    m = config.model
-    rng = np.random.default_rng(0)
-    grid = (m.template_size // m.patch_size) ** 2
-    data = dict(template=rng.normal(size=(n, batch, m.template_size, m.template_size, 3)).astype(np.float32),
-                search=rng.normal(size=(n, batch, m.search_size, m.search_size, 3)).astype(np.float32),
-                template_mask=np.ones((n, batch, grid), np.float32),
-                search_anno=np.tile(np.float32([0.3, 0.3, 0.25, 0.3]), (n, batch, 1)))
+    data = synthetic_batch(config, n, batch)
     temp_mb = compiled_temp_mb(runner, state, data, key)
     start = time.perf_counter()
     state, metrics = runner(state, data, key)

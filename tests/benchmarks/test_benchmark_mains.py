@@ -115,3 +115,32 @@ def test_train_throughput_ceiling_counts_every_matmul_of_the_step(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["alone_ms"] > 0
     assert row["pct_ceiling"] == pytest.approx(row["pct_matmul"] * row["step_ms"] / row["alone_ms"], rel=1e-9)
+
+
+def test_step_parts_replaces_each_part_in_the_traced_model_and_restores_it(tmp_path, capsys):
+    """Inside ``replaced``, the model traced there computes something else (the replacement reaches the program);
+    after it, the same model computes the base outputs again. ``main`` times base first, then the parts asked for,
+    one step each per round, and refuses an unknown part."""
+    parts = importlib.import_module("step_parts")
+    from grm_jax.models import relation, vit
+
+    config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
+    model = build_model(config)
+    inputs = example_inputs(config, 2)
+    variables = host_init(model, *inputs)
+    boxes = lambda: np.asarray(model.apply(variables, *inputs)["pred_boxes"])  # noqa: E731
+    base = boxes()
+    for part in parts.PARTS[:2]:  # the model's parts (no_optimizer replaces the optimizer, not the model)
+        with parts.replaced({part}):
+            assert np.max(np.abs(boxes() - base)) > 1e-4, part
+    assert (relation.policy_attention, vit.gelu) != (parts.plain_attention, parts.identity)
+    np.testing.assert_array_equal(boxes(), base)  # restored: the same program as before
+
+    out = tmp_path / "rows.json"
+    assert parts.main(["step_parts.py", "--rounds", "2", "--parts", "no_optimizer", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["base", "no_optimizer"]
+    assert all(len(r["step_times_ms"]) == 2 for r in rows) and rows[0]["vs_base_ms"] == 0
+    assert "| no_optimizer |" in capsys.readouterr().out
+    assert parts.main(["step_parts.py", "--parts", "nope"]) == 2
+    assert "--parts: unknown part(s) ['nope']" in capsys.readouterr().err
