@@ -126,7 +126,7 @@ def run_benchmark(fv: flags.FlagValues, argv: list[str]) -> None:
     cli.no_arguments(argv)
     args = cli.namespace(fv)
     variants = [v for v in args.parts.split(",") if v]
-    unknown = sorted(set(variants) - set(PARTS) - {"all"})
+    unknown = sorted(set(variants) - set(PARTS) - {"all", "base"})
     if unknown:
         raise app.UsageError(f"--parts: unknown part(s) {unknown}; known: {list(PARTS) + ['all']}")
     variants = ["base"] + [v for v in dict.fromkeys(variants) if v != "base"]
