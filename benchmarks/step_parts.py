@@ -13,9 +13,11 @@ drift. Parts (``--parts``, comma-separated; ``base`` is always timed first):
   decisions, the ε leak, the written-out backward with the decisions' gradient) replaced by softmax(logits)·V under
   autodiff. The decisions stay in the program with a zero weight, so the division MLPs still run both ways.
 * ``identity_gelu``: the blocks' MLP GELU (both passes) replaced by the identity.
+* ``scale_only_layernorm``: the backbone's LayerNorms (two per block and the final one) replaced by x·γ + β, the
+  same parameters without the normalisation.
 * ``no_optimizer``: gradient clipping and AdamW replaced by ``optax.set_to_zero()`` (the gradients are still formed
   and their norm logged).
-* ``all``: the three together.
+* ``all``: every part together.
 
 Prints a Markdown table: the step's median (min–max) over the rounds, its difference from ``base`` and XLA's temp
 for the compiled step (memory analysis). ``--json PATH`` also writes the rows.
@@ -33,6 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,7 +50,7 @@ from grm_jax.train.loop import init_train_state  # noqa: E402
 from grm_jax.train.optimizer import make_optimizer  # noqa: E402
 from grm_jax.train.parallel import PmapRunner  # noqa: E402
 
-PARTS = ("plain_softmax", "identity_gelu", "no_optimizer")
+PARTS = ("plain_softmax", "identity_gelu", "scale_only_layernorm", "no_optimizer")
 
 
 def plain_attention(logits, decision, v, num_template):
@@ -62,18 +65,33 @@ def identity(x):
     return x
 
 
+class ScaleOnlyNorm(nn.Module):
+    """x·γ + β with ``nn.LayerNorm``'s parameters (names, shapes, initialisers), in place of LayerNorm."""
+
+    epsilon: float = 1e-6
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        return x * scale + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+
+
 @contextlib.contextmanager
 def replaced(parts: set[str]):
-    """Within the block, the model functions of ``parts`` are replaced (module docstring); restored on exit."""
-    saved = relation.policy_attention, vit.gelu
+    """Within the block, the model functions of ``parts`` are replaced (module docstring); restored on exit.
+    The backbone reads ``nn.LayerNorm`` when it is traced, so replacing flax's attribute reaches it."""
+    saved = relation.policy_attention, vit.gelu, nn.LayerNorm
     try:
         if "plain_softmax" in parts:
             relation.policy_attention = plain_attention
         if "identity_gelu" in parts:
             vit.gelu = identity
+        if "scale_only_layernorm" in parts:
+            nn.LayerNorm = ScaleOnlyNorm
         yield
     finally:
-        relation.policy_attention, vit.gelu = saved
+        relation.policy_attention, vit.gelu, nn.LayerNorm = saved
 
 
 def variant_parts(variant: str) -> set[str]:

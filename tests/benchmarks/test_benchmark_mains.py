@@ -122,6 +122,8 @@ def test_step_parts_replaces_each_part_in_the_traced_model_and_restores_it(tmp_p
     after it, the same model computes the base outputs again. ``main`` times base first, then the parts asked for,
     one step each per round, and refuses an unknown part."""
     parts = importlib.import_module("step_parts")
+    import flax.linen as nn
+
     from grm_jax.models import relation, vit
 
     config = load_config_file(f"{ROOT / 'configs' / 'grm.py'}:tiny")
@@ -130,10 +132,11 @@ def test_step_parts_replaces_each_part_in_the_traced_model_and_restores_it(tmp_p
     variables = host_init(model, *inputs)
     boxes = lambda: np.asarray(model.apply(variables, *inputs)["pred_boxes"])  # noqa: E731
     base = boxes()
-    for part in parts.PARTS[:2]:  # the model's parts (no_optimizer replaces the optimizer, not the model)
+    for part in parts.PARTS[:3]:  # the model's parts (no_optimizer replaces the optimizer, not the model)
         with parts.replaced({part}):
             assert np.max(np.abs(boxes() - base)) > 1e-4, part
-    assert (relation.policy_attention, vit.gelu) != (parts.plain_attention, parts.identity)
+    assert relation.policy_attention is not parts.plain_attention and vit.gelu is not parts.identity
+    assert nn.LayerNorm is not parts.ScaleOnlyNorm
     np.testing.assert_array_equal(boxes(), base)  # restored: the same program as before
 
     out = tmp_path / "rows.json"
