@@ -77,21 +77,25 @@ class ScaleOnlyNorm(nn.Module):
         return x * scale + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
 
 
+MODEL_REPLACEMENTS = {  # part: (module, attribute, replacement); the model reads each attribute when it is traced
+    "plain_softmax": (relation, "policy_attention", plain_attention),
+    "identity_gelu": (vit, "gelu", identity),
+    "scale_only_layernorm": (nn, "LayerNorm", ScaleOnlyNorm),  # flax's own: grm_jax/models/vit.py reads nn.LayerNorm
+}
+
+
 @contextlib.contextmanager
 def replaced(parts: set[str]):
-    """Within the block, the model functions of ``parts`` are replaced (module docstring); restored on exit.
-    The backbone reads ``nn.LayerNorm`` when it is traced, so replacing flax's attribute reaches it."""
-    saved = relation.policy_attention, vit.gelu, nn.LayerNorm
+    """Within the block, the model functions of ``parts`` are replaced (module docstring); restored on exit."""
+    chosen = [MODEL_REPLACEMENTS[p] for p in parts if p in MODEL_REPLACEMENTS]
+    saved = [getattr(module, name) for module, name, _ in chosen]
     try:
-        if "plain_softmax" in parts:
-            relation.policy_attention = plain_attention
-        if "identity_gelu" in parts:
-            vit.gelu = identity
-        if "scale_only_layernorm" in parts:
-            nn.LayerNorm = ScaleOnlyNorm
+        for module, name, replacement in chosen:
+            setattr(module, name, replacement)
         yield
     finally:
-        relation.policy_attention, vit.gelu, nn.LayerNorm = saved
+        for (module, name, _), original in zip(chosen, saved):
+            setattr(module, name, original)
 
 
 def variant_parts(variant: str) -> set[str]:

@@ -132,7 +132,8 @@ def test_step_parts_replaces_each_part_in_the_traced_model_and_restores_it(tmp_p
     variables = host_init(model, *inputs)
     boxes = lambda: np.asarray(model.apply(variables, *inputs)["pred_boxes"])  # noqa: E731
     base = boxes()
-    for part in parts.PARTS[:3]:  # the model's parts (no_optimizer replaces the optimizer, not the model)
+    assert set(parts.MODEL_REPLACEMENTS) == set(parts.PARTS) - {"no_optimizer"}  # that one replaces the optimizer
+    for part in parts.MODEL_REPLACEMENTS:
         with parts.replaced({part}):
             assert np.max(np.abs(boxes() - base)) > 1e-4, part
     assert relation.policy_attention is not parts.plain_attention and vit.gelu is not parts.identity
