@@ -28,6 +28,7 @@ first layer with ``nn.Dense``'s parameters.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -242,6 +243,21 @@ def _softmax_cotangents(logits, decision, num_template, g):
 policy_softmax.defvjp(_policy_softmax_fwd, _policy_softmax_bwd)
 
 
+def attention_logits(q: Array, k: Array, scale: float, acc: dict) -> Array:
+    """The attention logits (q·kᵀ)·scale (B,H,N,N), as the official ``Attention.forward`` forms them; computed as
+    (q·scale)·kᵀ where scale is a power of two.
+
+    Multiplying by a power of two only moves the exponent, so each product q_d·scale·k_d equals (q_d·k_d)·scale and
+    so does their sum: the same values bit for bit (short of underflow to subnormals), and the same gradients. The
+    product then writes the logits directly, with no pass over the (B,H,N,N) array for the scale in either pass
+    (GRM-B/256 train step: XLA's temp 60 MB less, benchmarks/README.md). ViT-B and ViT-L heads have 64 channels,
+    scale 1/8; other scales keep the official order.
+    """
+    if math.log2(scale).is_integer():
+        return jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k, **acc)
+    return jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * scale
+
+
 def _accumulate(dtype) -> dict:
     """float32 accumulation for 16-bit operands; nothing for float32 (the reference program)."""
     return {} if jnp.dtype(dtype) == jnp.float32 else dict(preferred_element_type=jnp.float32)
@@ -442,7 +458,7 @@ class Attention(nn.Module):
             # float32 logits and weights whatever the dtype (a no-op for float32: the reference program).
             acc = _accumulate(cfg.dtype)
             q, k, v = split_heads(qkv)
-            logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, **acc) * head_dim ** -0.5
+            logits = attention_logits(q, k, head_dim ** -0.5, acc)
             # (B,H,N,d) then the head transpose: XLA's CPU backend sends this form to its YNNPACK matmul, faster
             # than the "bqhd" output layout's generic dot on the AVX-512 CPUs (same values, bit for bit); on an AVX2
             # CPU both run below XLA's Eigen dot (benchmarks/README.md, 2026-12-05).

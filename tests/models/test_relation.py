@@ -186,6 +186,33 @@ def test_split_heads_gradient_is_autodiffs_bit_for_bit():
     np.testing.assert_array_equal(ours, reference)
 
 
+@pytest.mark.parametrize("head_dim", [64, 16, 32])
+def test_attention_logits_are_the_official_order_bit_for_bit(head_dim):
+    """attention_logits = (q·kᵀ)·scale exactly, values and gradients. With scale = d^-½ a power of two (d = 64, 16)
+    the program has no multiply over the (B,H,N,N) logits in either pass; with d = 32 it keeps the official order,
+    which the folded form would not reproduce."""
+    q, k, g = (jax.random.normal(jax.random.PRNGKey(i), shape) * 3.0
+               for i, shape in enumerate([(2, 3, 17, head_dim), (2, 3, 17, head_dim), (2, 3, 17, 17)]))
+    scale = head_dim ** -0.5
+    official = lambda q, k: jnp.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    ours = lambda q, k: relation.attention_logits(q, k, scale, {})
+
+    def value_and_cotangents(fn):
+        return jax.jit(lambda q, k, g: (fn(q, k), jax.vjp(fn, q, k)[1](g)))(q, k, g)
+
+    for a, b in zip(jax.tree_util.tree_leaves(value_and_cotangents(ours)),
+                    jax.tree_util.tree_leaves(value_and_cotangents(official))):
+        np.testing.assert_array_equal(a, b)
+    jaxpr = jax.make_jaxpr(lambda q, k, g: jax.vjp(ours, q, k)[1](g))(q, k, g)
+    square_products = [e for e in jaxpr.eqns if e.primitive.name == "mul" and e.outvars[0].aval.shape == g.shape]
+    folded = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k)
+    if head_dim == 32:
+        assert len(square_products) == 2  # the official order: the scale on the logits and on their cotangent
+        assert not np.array_equal(folded, official(q, k))  # why the fold is kept to powers of two
+    else:
+        assert not square_products
+
+
 def test_pair_dense_is_the_concatenations_linear_layer():
     """pair_dense(u, t) = Linear([u, broadcast(t)]) in value and in the gradients of u, t, kernel and bias, to float32
     rounding (the 2D-long sum is split in two: here 3.3e-7 of the largest output apart, each form 3.9e-7 from
