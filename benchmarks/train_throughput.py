@@ -26,7 +26,8 @@ at its own speed: the bound this machine's matmul library puts on ``% matmul`` a
 ``bfloat16``. Training always takes the masked attention path (the division MLP learns through the float mask), so
 there is no fused variant to time. ``--json PATH`` also writes the rows.
 The step is compiled as ``train.py`` compiles it, with XLA's CPU scheduler set for memory
-(``grm_jax/xla_flags.py``); ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true`` measures XLA's default.
+(``grm_jax/xla_flags.py``); ``XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED`` measures
+XLA's default.
 """
 
 from __future__ import annotations
