@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from grm_jax import xla_flags
+from helpers import config_spec
 
 FLAG = xla_flags.MEMORY_SCHEDULER_FLAG
 SETTING = f"{FLAG}={xla_flags.MEMORY_SCHEDULER}"
@@ -23,11 +24,11 @@ def test_with_flag_appends_unless_already_set():
     assert xla_flags.with_flag(f"{OLD}=true", FLAG, "x", aliases=(OLD,)) == f"{OLD}=true"  # or an alias of it
 
 
-def _run(code: str, xla_flags_env: str | None) -> str:
+def _run(code: str, xla_flags_env: str | None, timeout: float = 120) -> str:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     if xla_flags_env is not None:
         env["XLA_FLAGS"] = xla_flags_env
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -68,7 +69,7 @@ from grm_jax.config import load_config_file
 from grm_jax.models import build_model, example_inputs, host_init
 from grm_jax.train.optimizer import make_optimizer
 from grm_jax.train.step import create_state, make_train_step
-config = load_config_file("configs/grm.py:tiny")
+config = load_config_file({spec!r})
 model = build_model(config)
 z, x = example_inputs(config, 2)
 variables = host_init(model, z, x, seed=0)
@@ -79,7 +80,7 @@ batch = dict(template=z, search=x, template_mask=jnp.ones((2, grid)), search_ann
 step = jax.jit(make_train_step(model, optimizer, config, 10, axis_name=None))
 lowered = step.lower(state, batch, jax.random.PRNGKey(0))
 temp = lambda options: lowered.compile(compiler_options=options).memory_analysis().temp_size_in_bytes
-print(temp({}), temp({"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"}))
+print(temp({{}}), temp({{"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"}}))
 """
 
 
@@ -87,10 +88,5 @@ def test_the_flag_schedules_the_train_step_for_memory():
     """XLA reads the flag and acts on it: the tiny GRM's train step compiled under $XLA_FLAGS as the entry points set
     it needs less temporary memory than the same step compiled with XLA's concurrency-optimised scheduler (with
     jaxlib 0.10.2 at batch 2: 0.78 against 2.68 MB). A flag XLA no longer knows aborts the process instead."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-c", STEP_TEMP], env=env, cwd=root, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    memory, concurrency = map(int, out.stdout.split())
+    memory, concurrency = map(int, _run(STEP_TEMP.format(spec=config_spec("tiny")), None, timeout=300).split())
     assert memory < concurrency, (memory, concurrency)
